@@ -1,0 +1,1 @@
+"""Presets: each module's `get_config()` returns a `mnist_jax.Config`."""

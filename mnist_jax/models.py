@@ -1,0 +1,100 @@
+"""TinyNet and Net, layer for layer as in the original PyTorch script.
+
+Inputs are NHWC float images `(N, 28, 28, 1)`, outputs are logits `(N, 10)`.
+Layer names mirror the original's attributes (`conv1`, `bn1`, `fc1`, ...) so that
+`mnist_jax.torch_interop` can map a PyTorch `state_dict` one key to one variable.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# PyTorch's default init for Conv2d/Linear weights: kaiming_uniform(a=sqrt(5)),
+# which works out to U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (variance 1/(3 fan_in)).
+torch_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int):
+  """PyTorch's default bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def conv3x3(features: int, in_features: int, padding: str, name: str) -> nn.Conv:
+  return nn.Conv(
+      features, (3, 3), padding=padding, name=name,
+      kernel_init=torch_kernel_init, bias_init=torch_bias_init(9 * in_features))
+
+
+def dense(features: int, in_features: int, name: str) -> nn.Dense:
+  return nn.Dense(
+      features, name=name,
+      kernel_init=torch_kernel_init, bias_init=torch_bias_init(in_features))
+
+
+def batch_norm(train: bool, name: str) -> nn.BatchNorm:
+  # PyTorch momentum 0.1 weighs the new batch; flax momentum weighs the old average.
+  # Two-pass variance, as PyTorch computes it.
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=1e-5,
+      use_fast_variance=False, name=name)
+
+
+def max_pool_2x2(x_NHWC: jax.Array) -> jax.Array:
+  """2x2 max pool with stride 2 (PyTorch `MaxPool2d(2)`: odd edges are dropped).
+
+  Written as reshape + max rather than `nn.max_pool`: XLA:CPU differentiates
+  reduce_window through select-and-scatter, ~15x slower than this on CPU, and the
+  two agree in value and gradient except at exact ties.
+  """
+  n, h, w, c = x_NHWC.shape
+  x_NHWC = x_NHWC[:, : h // 2 * 2, : w // 2 * 2, :]
+  return x_NHWC.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class TinyNet(nn.Module):
+  """22,334 parameters: three conv+BN blocks, global average pooling, one linear."""
+
+  @nn.compact
+  def __call__(self, x_NHWC, train: bool = False, mask_N=None):
+    # Padded examples (mask 0) must not enter the BatchNorm batch statistics.
+    bn_mask = None if mask_N is None else mask_N.reshape(-1, 1, 1, 1)
+    for i, features in enumerate((20, 28, 64), start=1):
+      x_NHWC = conv3x3(features, x_NHWC.shape[-1], "SAME", f"conv{i}")(x_NHWC)
+      x_NHWC = batch_norm(train, f"bn{i}")(x_NHWC, mask=bn_mask)
+      x_NHWC = nn.relu(x_NHWC)
+      if i < 3:
+        x_NHWC = max_pool_2x2(x_NHWC)
+    x_NC = x_NHWC.mean(axis=(1, 2))
+    return dense(10, x_NC.shape[-1], "fc")(x_NC)
+
+
+class Net(nn.Module):
+  """593,200 parameters: four unpadded convs, two linears, no BatchNorm."""
+
+  @nn.compact
+  def __call__(self, x_NHWC, train: bool = False, mask_N=None):
+    del train, mask_N  # no BatchNorm: training and evaluation are the same function
+    conv = lambda f, x, name: conv3x3(f, x.shape[-1], "VALID", name)(x)
+    x_NHWC = nn.relu(conv(32, x_NHWC, "conv1"))
+    x_NHWC = nn.relu(max_pool_2x2(conv(64, x_NHWC, "conv2")))  # pools before its ReLU
+    x_NHWC = nn.relu(conv(128, x_NHWC, "conv3"))
+    x_NHWC = nn.relu(max_pool_2x2(conv(256, x_NHWC, "conv4")))
+    x_NF = x_NHWC.reshape(x_NHWC.shape[0], -1)  # (N, 4*4*256): HWC order, see torch_interop
+    x_NF = nn.relu(dense(50, x_NF.shape[-1], "fc1")(x_NF))
+    return dense(10, 50, "fc2")(x_NF)
+
+
+MODELS = {"tiny": TinyNet, "net": Net}
+
+
+def get_model(name: str) -> nn.Module:
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+  return MODELS[name]()

@@ -1,0 +1,26 @@
+"""The training state: params, BatchNorm statistics, optimizer state and step."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.training import train_state
+
+from mnist_jax import optim
+
+
+class TrainState(train_state.TrainState):
+  """`flax.training.train_state.TrainState` plus the `batch_stats` collection."""
+  batch_stats: Any
+
+
+def create_train_state(
+    rng: jax.Array, model: nn.Module, config, steps_per_epoch: int) -> TrainState:
+  variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
+  return TrainState.create(
+      apply_fn=model.apply,
+      params=variables["params"],
+      batch_stats=variables.get("batch_stats", {}),
+      tx=optim.create_optimizer(config, steps_per_epoch),
+  )

@@ -1,0 +1,127 @@
+"""Train TinyNet or Net on MNIST with the original PyTorch script's recipe and flags.
+
+    python train.py --data-dir ../shared/data/mnist                 # the original's defaults
+    python train.py --config tiny_headline --data-dir ../shared/data/mnist
+
+Kept short on purpose: the work is `mnist_jax.train_and_evaluate(config, workdir)`.
+Exit status: 0 done, 2 bad input (one line on stderr), 3 the loss diverged.
+"""
+
+import argparse
+import datetime
+import importlib
+import os
+import secrets
+import sys
+
+import jax
+
+import mnist_jax
+from mnist_jax import checkpointing, trainer
+from mnist_jax.config import MODELS, Config
+
+# Flag -> Config field. Flags left out keep the preset's value.
+FLAG_FIELDS = {"model": "model", "batch_size": "batch_size", "epochs": "num_epochs",
+               "lr": "learning_rate", "step_size": "step_size", "gamma": "gamma",
+               "seed": "seed", "data_dir": "data_dir", "train_examples": "num_train_examples"}
+
+
+class _Parser(argparse.ArgumentParser):
+
+  def error(self, message):
+    """One line, not argparse's usage block: the line says which flag and why."""
+    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
+  d = Config()
+  parser = _Parser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="default",
+                      help="preset in configs/ (default, tiny_headline, net) or a .py file")
+  parser.add_argument("--model", choices=MODELS, help=f"default: {d.model}")
+  parser.add_argument("--batch-size", type=int, help=f"default: {d.batch_size}")
+  parser.add_argument("--epochs", type=int, help=f"default: {d.num_epochs}")
+  parser.add_argument("--lr", type=float, help=f"Adam learning rate; default: {d.learning_rate}")
+  parser.add_argument("--step-size", type=int,
+                      help=f"StepLR: decay every N epochs; default: {d.step_size}")
+  parser.add_argument("--steps-per-decay", type=int, help="the same as --step-size")
+  parser.add_argument("--gamma", type=float, help=f"StepLR decay factor; default: {d.gamma}")
+  parser.add_argument("--seed", type=int, help=f"default: {d.seed}")
+  parser.add_argument("--data-dir", help="folder with the four MNIST IDX files (.gz or not); "
+                      "default: download with tensorflow-datasets")
+  parser.add_argument("--train-examples", type=int,
+                      help="train on the first N images only (quick runs)")
+  parser.add_argument("--workdir", help="run folder; default: a new runs/<time>-<model>-<id>")
+  parser.add_argument("--resume", action="store_true",
+                      help="continue the latest checkpoint in --workdir")
+  parser.add_argument("--no-cuda", action="store_true", help="train on the CPU")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+  args = parser.parse_args(argv)
+
+  if args.steps_per_decay is not None:
+    if args.step_size is not None and args.step_size != args.steps_per_decay:
+      parser.error(f"--step-size {args.step_size} and --steps-per-decay "
+                   f"{args.steps_per_decay} disagree; give one of them")
+    args.step_size = args.steps_per_decay
+  if args.resume and args.workdir is None:
+    parser.error("--resume needs --workdir: the run folder to continue")
+  try:
+    config = load_preset(args.config).replace(
+        **{field: getattr(args, flag) for flag, field in FLAG_FIELDS.items()
+           if getattr(args, flag) is not None})
+  except (ValueError, ImportError, AttributeError, FileNotFoundError) as e:
+    parser.error(str(e))
+  return args, config
+
+
+def load_preset(name: str) -> Config:
+  if name.endswith(".py"):
+    spec = importlib.util.spec_from_file_location("preset", name)
+    if spec is None or not os.path.isfile(name):
+      raise FileNotFoundError(f"--config: {name}: no such file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  else:
+    try:
+      module = importlib.import_module(f"configs.{name}")
+    except ModuleNotFoundError:
+      raise ImportError(f"--config: no preset {name!r} in configs/") from None
+  return module.get_config()
+
+
+def new_workdir(model: str) -> str:
+  """A fresh folder that no other run, even one started the same second, gets."""
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  while True:
+    path = os.path.join("runs", f"{stamp}-{model}-{secrets.token_hex(3)}")
+    try:
+      os.makedirs(path)
+      return path
+    except FileExistsError:
+      continue
+
+
+def main(argv=None) -> int:
+  args, config = parse_args(argv)
+  if args.no_cuda:
+    jax.config.update("jax_platforms", "cpu")  # before any backend is initialised
+
+  workdir = args.workdir or new_workdir(config.model)
+  print(f"run folder: {workdir}", flush=True)
+  try:
+    mnist_jax.train_and_evaluate(config, workdir, resume=args.resume,
+                                 show_progress=not args.no_progress)
+  except (mnist_jax.DataError, checkpointing.CheckpointError, trainer.RunError) as e:
+    print(f"train.py: error: {e}", file=sys.stderr)
+    if args.workdir is None and not os.listdir(workdir):
+      os.rmdir(workdir)  # the run never started: leave no empty folder behind
+    return 2
+  except trainer.TrainingDiverged as e:
+    print(f"train.py: diverged: {e}", file=sys.stderr)
+    return 3
+  print(f"done: {workdir}", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
