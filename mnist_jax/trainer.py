@@ -130,7 +130,7 @@ def _train(config, workdir, checkpointer, resume, show_progress,
   test_data = input_pipeline.to_device(test_split)
   test_order = input_pipeline.sequential_order(len(test_data.labels), config.eval_batch_size)
   schedule = optim.step_lr_schedule(config.learning_rate, steps_per_epoch,
-                                    config.step_size, config.gamma)
+                                    config.step_size, config.gamma, config.num_epochs)
   train_batch_fn = jax.jit(
       functools.partial(train_batch, steps_per_epoch=steps_per_epoch,
                         batch_size=config.batch_size, augment=config.augment),

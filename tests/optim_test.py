@@ -1,0 +1,57 @@
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import require
+from mnist_jax import Config, optim
+
+
+def closed_form(lr, steps_per_epoch, step_size, gamma, step):
+  return lr * gamma ** ((step // steps_per_epoch) // step_size)
+
+
+@pytest.mark.parametrize("batch_size", [256, 512, 1000, 7])
+@pytest.mark.parametrize("step_size, gamma", [(15, 0.1), (4, 0.5)])
+def test_schedule_equals_closed_form_for_40_epochs(batch_size, step_size, gamma):
+  steps_per_epoch = math.ceil(60_000 / batch_size)
+  schedule = optim.step_lr_schedule(1e-3, steps_per_epoch, step_size, gamma, num_epochs=40)
+  steps = np.arange(40 * steps_per_epoch)
+  got = np.asarray(schedule(jnp.asarray(steps)))
+  want = np.array([closed_form(1e-3, steps_per_epoch, step_size, gamma, s) for s in steps])
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size, step_size, gamma", [(256, 15, 0.1), (7, 4, 0.5)])
+def test_schedule_equals_torch_step_lr(batch_size, step_size, gamma):
+  torch = require("torch")
+  steps_per_epoch = math.ceil(60_000 / batch_size)
+  schedule = optim.step_lr_schedule(0.01, steps_per_epoch, step_size, gamma, num_epochs=40)
+  param = torch.nn.Parameter(torch.zeros(1))
+  optimizer = torch.optim.Adam([param], lr=0.01)
+  scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+  step = 0
+  for _ in range(40):  # the original: optimizer.step() per batch, scheduler.step() per epoch
+    torch_lr = optimizer.param_groups[0]["lr"]
+    # Every step of the epoch uses the epoch's rate; check its first, last and a middle one.
+    for s in {step, step + steps_per_epoch // 2, step + steps_per_epoch - 1}:
+      assert float(schedule(s)) == pytest.approx(torch_lr, rel=1e-6)
+    step += steps_per_epoch
+    optimizer.step()  # (no gradient: changes nothing) keeps PyTorch's call order
+    scheduler.step()
+
+
+def test_optimizer_is_adam_with_pytorch_defaults():
+  tx = optim.create_optimizer(Config(learning_rate=0.1, step_size=1, gamma=0.5, num_epochs=3),
+                              steps_per_epoch=2)
+  params = jnp.ones(3)
+  state = tx.init(params)
+  grads = jnp.array([1.0, -2.0, 1e-3])
+  updates, state = tx.update(grads, state, params)
+  # Adam's first update is -lr * g / (|g| + eps) after bias correction.
+  np.testing.assert_allclose(updates, -0.1 * grads / (np.abs(grads) + 1e-8), rtol=2e-5)
+  for _ in range(2):  # steps 1 and 2: epoch 0 then epoch 1 (rate halves)
+    updates, state = tx.update(grads, state, params)
+  np.testing.assert_allclose(np.abs(updates), 0.05 * np.ones(3), rtol=1e-3)
