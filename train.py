@@ -17,7 +17,7 @@ import sys
 import jax
 
 import mnist_jax
-from mnist_jax import checkpointing, trainer
+from mnist_jax import checkpointing, cpu, trainer
 from mnist_jax.config import MODELS, Config
 
 # Flag -> Config field. Flags left out keep the preset's value.
@@ -105,6 +105,7 @@ def main(argv=None) -> int:
   args, config = parse_args(argv)
   if args.no_cuda:
     jax.config.update("jax_platforms", "cpu")  # before any backend is initialised
+  cpu.use_fast_convolutions()
 
   workdir = args.workdir or new_workdir(config.model)
   print(f"run folder: {workdir}", flush=True)

@@ -83,20 +83,24 @@ def rotate(image_HW: jax.Array, degrees: jax.Array) -> jax.Array:
   return jnp.where(inside_HW, pixels_HW, 0).astype(image_HW.dtype)
 
 
-def random_transform(
-    key: jax.Array, images_NHWC: jax.Array) -> jax.Array:
-  """The original's random geometry on pixels 0-255; returns float32 pixels."""
+def random_params(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+  """Per image: whether to crop (probability 0.1) and the angle, U(-15, 15) degrees."""
   crop_key, angle_key = jax.random.split(key)
-  n = images_NHWC.shape[0]
   crop_N = jax.random.bernoulli(crop_key, CROP_PROBABILITY, (n,))
   degrees_N = jax.random.uniform(angle_key, (n,), jnp.float32, -MAX_DEGREES, MAX_DEGREES)
+  return crop_N, degrees_N
 
-  def one(image_HW, crop, degrees):
-    image_HW = jnp.where(crop, center_crop_resize(image_HW), image_HW)
-    return rotate(image_HW, degrees)
 
+def transform(image_HW: jax.Array, crop: jax.Array, degrees: jax.Array) -> jax.Array:
+  """One image's geometry, given its draws."""
+  return rotate(jnp.where(crop, center_crop_resize(image_HW), image_HW), degrees)
+
+
+def random_transform(key: jax.Array, images_NHWC: jax.Array) -> jax.Array:
+  """The original's random geometry on pixels 0-255; returns float32 pixels."""
+  crop_N, degrees_N = random_params(key, images_NHWC.shape[0])
   images_NHW = images_NHWC[..., 0].astype(jnp.float32)
-  return jax.vmap(one)(images_NHW, crop_N, degrees_N)[..., None]
+  return jax.vmap(transform)(images_NHW, crop_N, degrees_N)[..., None]
 
 
 def train_transform(key: jax.Array, images_NHWC: jax.Array) -> jax.Array:
