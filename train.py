@@ -10,6 +10,7 @@ Exit status: 0 done, 2 bad input (one line on stderr), 3 the loss diverged.
 import argparse
 import datetime
 import importlib
+import logging
 import os
 import secrets
 import sys
@@ -106,6 +107,8 @@ def main(argv=None) -> int:
   if args.no_cuda:
     jax.config.update("jax_platforms", "cpu")  # before any backend is initialised
   cpu.use_fast_convolutions()
+  # Orbax and TFDS log through absl; their failures reach the user as one line below.
+  logging.getLogger("absl").setLevel(logging.CRITICAL)
 
   workdir = args.workdir or new_workdir(config.model)
   print(f"run folder: {workdir}", flush=True)

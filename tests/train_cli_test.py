@@ -1,0 +1,275 @@
+"""train.py as a user runs it: a subprocess, real MNIST passed with --data-dir."""
+
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, require
+from mnist_jax import (Config, TinyNet, checkpointing, create_train_state, data,
+                       input_pipeline)
+
+TRAIN = [sys.executable, str(ROOT / "train.py")]
+TIMING_FIELDS = ("epoch_seconds", "eval_seconds", "images_per_second")
+
+
+def run(args, cwd=None, timeout=900):
+  return subprocess.run(TRAIN + [str(a) for a in args], cwd=cwd, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_FIELDS}
+            for line in f]
+
+
+def test_two_epochs_of_the_headline_recipe_on_real_mnist(tmp_path, mnist_dir):
+  """The original README's recipe (batch 256, lr 0.01), two epochs: >= 94% after epoch 2."""
+  workdir = tmp_path / "run"
+  result = run(["--epochs", 2, "--batch-size", 256, "--lr", 0.01, "--seed", 0,
+                "--data-dir", mnist_dir, "--workdir", workdir, "--no-progress"])
+  assert result.returncode == 0, result.stderr
+  history = metrics(workdir)
+  assert [r["epoch"] for r in history] == [1, 2]
+  assert history[1]["test_accuracy"] >= 0.94, history
+  with Image.open(workdir / "training_curves.png") as png:
+    assert png.size[0] > 500 and png.size[1] > 300
+  summary = (workdir / "model_summary.txt").read_text()
+  assert "Trainable parameters: 22,334" in summary
+  for layer in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "fc"):
+    assert layer in summary
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["batch_size"] == 256 and config["learning_rate"] == 0.01
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
+  assert "epoch   2" in result.stdout
+
+
+# ---- bad inputs: exit 2, one line on stderr naming the problem, nothing overwritten ----
+
+def _dataset(folder, mnist_dir):
+  os.makedirs(folder, exist_ok=True)
+  for name in os.listdir(mnist_dir):
+    if name.endswith(".gz"):
+      shutil.copy(os.path.join(mnist_dir, name), folder)
+  return folder
+
+
+def _write_gz(path, payload):
+  with gzip.open(path, "wb") as f:
+    f.write(payload)
+
+
+def _header(magic, *dims):
+  return np.array([magic, *dims], ">i4").tobytes()
+
+
+TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
+
+# name -> (how to spoil a copy of MNIST, extra flags, words the error must contain)
+DATA_CASES = {
+    "data dir missing": (lambda d: shutil.rmtree(d), "no such directory"),
+    "data dir empty": (lambda d: [os.remove(os.path.join(d, f)) for f in os.listdir(d)],
+                       "file not found"),
+    "file missing": (lambda d: os.remove(os.path.join(d, TRAIN_LABELS)), "file not found"),
+    "truncated gz": (lambda d: open(os.path.join(d, TRAIN_IMAGES), "r+b").truncate(5000),
+                     "truncated or corrupt gzip"),
+    "not gzip": (lambda d: open(os.path.join(d, TRAIN_IMAGES), "wb").write(b"plain text"),
+                 "not a gzip file"),
+    "wrong magic": (lambda d: _write_gz(os.path.join(d, TRAIN_LABELS),
+                                        _header(2051, 3) + bytes(3)), "magic number 2051"),
+    "wrong image size": (lambda d: _write_gz(os.path.join(d, TRAIN_IMAGES),
+                                             _header(2051, 2, 32, 32) + bytes(2048)),
+                         "32x32, expected 28x28"),
+    "count vs length": (lambda d: _write_gz(os.path.join(d, TRAIN_IMAGES),
+                                            _header(2051, 60000, 28, 28) + bytes(784)),
+                        "header says 60000 items"),
+    "image/label mismatch": (lambda d: _write_gz(os.path.join(d, TRAIN_LABELS),
+                                                 _header(2049, 3) + bytes(3)),
+                             "3 labels for 60000 images"),
+    "label > 9": (lambda d: _write_gz(os.path.join(d, TRAIN_LABELS),
+                                      _header(2049, 60000) + bytes([11]) + bytes(59999)),
+                  "label 11 at index 0"),
+    # Root reads any file whatever its mode; /proc/self/mem is unreadable at offset 0 for all.
+    "unreadable file": (lambda d: (os.remove(os.path.join(d, TRAIN_LABELS)), os.symlink(
+        "/proc/self/mem", os.path.join(d, TRAIN_LABELS))), "cannot read"),
+}
+
+
+def _assert_one_line_error(result, *words):
+  assert result.returncode == 2, (result.returncode, result.stderr)
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr
+  assert "Traceback" not in result.stderr
+  for word in words:
+    assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(DATA_CASES))
+def test_bad_data_exits_2_with_one_line(tmp_path, mnist_dir, case):
+  spoil, message = DATA_CASES[case]
+  data_dir = _dataset(str(tmp_path / "data"), mnist_dir)
+  spoil(data_dir)
+  result = run(["--data-dir", data_dir, "--epochs", 1], cwd=tmp_path)
+  _assert_one_line_error(result, message)
+  assert not os.path.exists(tmp_path / "runs") or not os.listdir(tmp_path / "runs")
+
+
+def test_data_dir_pointing_to_a_file(tmp_path):
+  (tmp_path / "file").write_text("x")
+  _assert_one_line_error(run(["--data-dir", tmp_path / "file"], cwd=tmp_path),
+                         "is a file, not a directory")
+
+
+FLAG_CASES = {
+    "batch 0": (["--batch-size", 0], "--batch-size"),
+    "batch negative": (["--batch-size", -5], "--batch-size"),
+    "epochs 0": (["--epochs", 0], "--epochs"),
+    "lr 0": (["--lr", 0], "--lr"),
+    "lr negative": (["--lr", -0.1], "--lr"),
+    "lr nan": (["--lr", "nan"], "--lr"),
+    "lr inf": (["--lr", "inf"], "--lr"),
+    "gamma 0": (["--gamma", 0], "--gamma"),
+    "gamma > 1": (["--gamma", 1.5], "--gamma"),
+    "unknown model": (["--model", "resnet"], "--model"),
+    "step sizes disagree": (["--step-size", 3, "--steps-per-decay", 4], "--step-size"),
+    "unknown preset": (["--config", "nope"], "--config"),
+    "resume without workdir": (["--resume"], "--resume"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLAG_CASES))
+def test_bad_flags_exit_2_before_loading_data(tmp_path, case):
+  flags, word = FLAG_CASES[case]
+  # A data dir that would fail if it were read: flags are checked first.
+  result = run(flags + ["--data-dir", tmp_path / "absent"], cwd=tmp_path)
+  _assert_one_line_error(result, word)
+  assert "no such directory" not in result.stderr
+
+
+def test_batch_larger_than_the_train_set(tmp_path, mnist_dir):
+  _assert_one_line_error(
+      run(["--data-dir", mnist_dir, "--batch-size", 60001], cwd=tmp_path),
+      "--batch-size 60001 is larger than the 60000 training examples")
+
+
+def _small_run(workdir, mnist_dir, *extra):
+  return run(["--data-dir", mnist_dir, "--epochs", 1, "--train-examples", 512,
+              "--batch-size", 128, "--workdir", workdir, "--no-progress", *extra])
+
+
+def test_resume_with_no_checkpoint(tmp_path, mnist_dir):
+  _assert_one_line_error(_small_run(tmp_path / "empty", mnist_dir, "--resume"),
+                         "no checkpoints to resume from")
+
+
+def test_resume_with_a_corrupt_checkpoint_and_earlier_files_kept(tmp_path, mnist_dir):
+  workdir = tmp_path / "run"
+  assert _small_run(workdir, mnist_dir).returncode == 0
+  for root, _, files in os.walk(workdir / "checkpoints" / "1"):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  before = (workdir / "metrics.jsonl").read_bytes()
+  _assert_one_line_error(_small_run(workdir, mnist_dir, "--resume", "--epochs", 2),
+                         "cannot restore the checkpoint")
+  assert (workdir / "metrics.jsonl").read_bytes() == before
+
+
+def test_a_second_run_into_the_same_workdir_is_refused(tmp_path, mnist_dir):
+  workdir = tmp_path / "run"
+  assert _small_run(workdir, mnist_dir).returncode == 0
+  before = {f: (workdir / f).read_bytes() for f in ("metrics.jsonl", "config.json")}
+  _assert_one_line_error(_small_run(workdir, mnist_dir, "--lr", 0.5), "already holds a run")
+  assert before == {f: (workdir / f).read_bytes() for f in before}
+
+
+def test_divergence_exits_3_and_keeps_the_last_good_checkpoint(tmp_path, mnist_dir):
+  workdir = tmp_path / "run"
+  result = run(["--data-dir", mnist_dir, "--epochs", 3, "--train-examples", 512,
+                "--batch-size", 128, "--workdir", workdir, "--no-progress", "--model", "net",
+                "--lr", "1e6"])
+  assert result.returncode == 3, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "diverged" in lines[0] and "Traceback" not in result.stderr
+  epoch = int(re.search(r"in epoch (\d+)", lines[0]).group(1))
+  assert not (workdir / "checkpoints" / str(epoch)).exists()
+  assert sorted(os.listdir(workdir / "checkpoints")) == [str(e) for e in range(1, epoch)]
+  assert len(metrics(workdir)) == epoch - 1
+  assert not (workdir / "training_curves.png").exists()
+
+
+def test_offline_without_data_fails_fast(tmp_path):
+  require("tensorflow_datasets")
+  if data._reachable("https://storage.googleapis.com/"):
+    pytest.skip("this machine is online: TFDS would download MNIST")
+  env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"))  # an empty TFDS cache
+  start = time.perf_counter()
+  result = subprocess.run(TRAIN + ["--epochs", "1"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert time.perf_counter() - start < 60  # the 30 s budget, plus interpreter and TF start-up
+  assert result.returncode == 2
+  assert "--data-dir" in result.stderr.strip().splitlines()[-1]
+
+
+def test_two_runs_started_together_get_different_folders(tmp_path, mnist_dir):
+  args = TRAIN + ["--data-dir", mnist_dir, "--epochs", 1, "--train-examples", 256,
+                  "--batch-size", 128, "--no-progress"]
+  procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs
+  folders = os.listdir(tmp_path / "runs")
+  assert len(folders) == 2
+  for folder in folders:
+    assert len(metrics(tmp_path / "runs" / folder)) == 1
+
+
+# ---- kill and resume ----
+
+def _final_state(workdir, config, steps_per_epoch):
+  template = create_train_state(jax.random.key(0), TinyNet(), config, steps_per_epoch)
+  checkpointer = checkpointing.Checkpointer(str(workdir / "checkpoints"))
+  try:
+    return checkpointer.restore(template)
+  finally:
+    checkpointer.close()
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, mnist_dir):
+  flags = ["--data-dir", mnist_dir, "--epochs", "3", "--train-examples", "4096",
+           "--batch-size", "256", "--lr", "0.01", "--no-progress"]
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  proc = subprocess.Popen(TRAIN + flags + ["--workdir", str(killed)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while not (killed / "checkpoints" / "1").is_dir() and time.time() < deadline:
+    assert proc.poll() is None, "the run ended before its first checkpoint"
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)  # epoch 2 is under way
+  proc.wait()
+  assert not (killed / "checkpoints" / "3").exists()
+
+  resumed = run(flags + ["--workdir", killed, "--resume"])
+  assert resumed.returncode == 0, resumed.stderr
+  assert run(flags + ["--workdir", straight]).returncode == 0
+
+  config = Config(batch_size=256, learning_rate=0.01, num_epochs=3)
+  steps = input_pipeline.num_batches(4096, 256)
+  (a, progress_a), (b, progress_b) = (_final_state(w, config, steps) for w in (straight, killed))
+  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state, a.step)),
+                  jax.tree.leaves((b.params, b.batch_stats, b.opt_state, b.step))):
+    np.testing.assert_array_equal(x, y)
+  assert metrics(straight) == metrics(killed)
+  assert len(metrics(killed)) == 3

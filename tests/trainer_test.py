@@ -1,0 +1,97 @@
+"""The real loop on real MNIST, small settings: a subset of the training images."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from mnist_jax import Config, checkpointing, train_and_evaluate, trainer
+
+TIMING_FIELDS = ("epoch_seconds", "eval_seconds", "images_per_second")
+
+
+@pytest.fixture
+def small_config(mnist_dir):
+  return Config(batch_size=256, learning_rate=0.01, num_epochs=2, num_train_examples=1000,
+                data_dir=mnist_dir)
+
+
+def _history(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_FIELDS}
+            for line in f]
+
+
+def _assert_states_equal(a, b):
+  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state, a.step)),
+                  jax.tree.leaves((b.params, b.batch_stats, b.opt_state, b.step))):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_train_and_evaluate_returns_the_trained_state(tmp_path, small_config):
+  state = train_and_evaluate(small_config, str(tmp_path), show_progress=False)
+  assert int(state.step) == 2 * 4  # ceil(1000 / 256) = 4 steps per epoch, last one short
+  history = _history(tmp_path)
+  assert [r["epoch"] for r in history] == [1, 2]
+  assert history[1]["train_loss"] < history[0]["train_loss"]
+  assert history[1]["test_accuracy"] > 0.2  # 8 steps on 1000 images, from 10% chance
+  assert history[0]["learning_rate"] == pytest.approx(0.01)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+  assert json.load(open(tmp_path / "config.json"))["num_train_examples"] == 1000
+
+
+def test_resumed_run_equals_an_uninterrupted_one_bitwise(tmp_path, small_config):
+  straight = train_and_evaluate(small_config, str(tmp_path / "a"), show_progress=False)
+  train_and_evaluate(small_config.replace(num_epochs=1), str(tmp_path / "b"),
+                     show_progress=False)
+  resumed = train_and_evaluate(small_config, str(tmp_path / "b"), resume=True,
+                               show_progress=False)
+  _assert_states_equal(straight, resumed)
+  assert _history(tmp_path / "a") == _history(tmp_path / "b")
+
+
+def test_resume_refuses_changed_settings(tmp_path, small_config):
+  train_and_evaluate(small_config.replace(num_epochs=1), str(tmp_path), show_progress=False)
+  with pytest.raises(trainer.RunError, match="learning_rate=0.01 \\(now 0.02\\)"):
+    train_and_evaluate(small_config.replace(learning_rate=0.02), str(tmp_path), resume=True)
+
+
+def test_an_earlier_run_is_never_overwritten(tmp_path, small_config):
+  train_and_evaluate(small_config.replace(num_epochs=1), str(tmp_path), show_progress=False)
+  before = {f: open(tmp_path / f, "rb").read() for f in ("metrics.jsonl", "config.json")}
+  with pytest.raises(trainer.RunError, match="already holds a run"):
+    train_and_evaluate(small_config, str(tmp_path), show_progress=False)
+  assert before == {f: open(tmp_path / f, "rb").read() for f in before}
+
+
+def test_resume_without_checkpoints_is_refused(tmp_path, small_config):
+  with pytest.raises(checkpointing.CheckpointError, match="no checkpoints to resume"):
+    train_and_evaluate(small_config, str(tmp_path), resume=True)
+
+
+def test_evaluation_with_a_padded_last_batch_counts_each_image_once(tmp_path, small_config):
+  """3,000 does not divide 10,000: the last eval batch is padded and masked."""
+  state = train_and_evaluate(small_config.replace(num_epochs=1), str(tmp_path / "a"),
+                             show_progress=False)
+  from mnist_jax import data, input_pipeline
+  test = input_pipeline.to_device(data.load_mnist(small_config.data_dir)["test"])
+  for batch_size in (1000, 3000):
+    order = input_pipeline.sequential_order(10_000, batch_size)
+    sums = jax.jit(trainer.evaluate, static_argnames="batch_size")(
+        state, test, order, batch_size=batch_size)
+    assert float(sums["count"]) == 10_000
+    if batch_size == 1000:
+      reference = sums
+  assert float(sums["correct"]) == float(reference["correct"])
+  assert float(sums["loss_sum"]) == pytest.approx(float(reference["loss_sum"]), rel=1e-5)
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, small_config):
+  config = small_config.replace(model="net", learning_rate=1e6, batch_size=100,
+                                num_train_examples=300)
+  with pytest.raises(trainer.TrainingDiverged, match="epoch 1"):
+    train_and_evaluate(config, str(tmp_path), show_progress=False)
+  assert not os.path.exists(tmp_path / "training_curves.png")
+  assert not os.path.exists(tmp_path / "checkpoints" / "1")
