@@ -55,14 +55,10 @@ def test_two_epochs_of_the_headline_recipe_on_real_mnist(tmp_path, mnist_dir):
   assert "epoch   2" in result.stdout
 
 
-# ---- bad inputs: exit 2, one line on stderr naming the problem, nothing overwritten ----
+# ---- bad inputs: exit 2, one line on stderr naming the problem, nothing written ----
 
-def _dataset(folder, mnist_dir):
-  os.makedirs(folder, exist_ok=True)
-  for name in os.listdir(mnist_dir):
-    if name.endswith(".gz"):
-      shutil.copy(os.path.join(mnist_dir, name), folder)
-  return folder
+TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
 
 
 def _write_gz(path, payload):
@@ -74,125 +70,133 @@ def _header(magic, *dims):
   return np.array([magic, *dims], ">i4").tobytes()
 
 
-TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
-TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
-
-# name -> (how to spoil a copy of MNIST, extra flags, words the error must contain)
-DATA_CASES = {
-    "data dir missing": (lambda d: shutil.rmtree(d), "no such directory"),
-    "data dir empty": (lambda d: [os.remove(os.path.join(d, f)) for f in os.listdir(d)],
-                       "file not found"),
-    "file missing": (lambda d: os.remove(os.path.join(d, TRAIN_LABELS)), "file not found"),
-    "truncated gz": (lambda d: open(os.path.join(d, TRAIN_IMAGES), "r+b").truncate(5000),
-                     "truncated or corrupt gzip"),
-    "not gzip": (lambda d: open(os.path.join(d, TRAIN_IMAGES), "wb").write(b"plain text"),
-                 "not a gzip file"),
-    "wrong magic": (lambda d: _write_gz(os.path.join(d, TRAIN_LABELS),
-                                        _header(2051, 3) + bytes(3)), "magic number 2051"),
-    "wrong image size": (lambda d: _write_gz(os.path.join(d, TRAIN_IMAGES),
-                                             _header(2051, 2, 32, 32) + bytes(2048)),
-                         "32x32, expected 28x28"),
-    "count vs length": (lambda d: _write_gz(os.path.join(d, TRAIN_IMAGES),
-                                            _header(2051, 60000, 28, 28) + bytes(784)),
-                        "header says 60000 items"),
-    "image/label mismatch": (lambda d: _write_gz(os.path.join(d, TRAIN_LABELS),
-                                                 _header(2049, 3) + bytes(3)),
-                             "3 labels for 60000 images"),
-    "label > 9": (lambda d: _write_gz(os.path.join(d, TRAIN_LABELS),
-                                      _header(2049, 60000) + bytes([11]) + bytes(59999)),
-                  "label 11 at index 0"),
-    # Root reads any file whatever its mode; /proc/self/mem is unreadable at offset 0 for all.
-    "unreadable file": (lambda d: (os.remove(os.path.join(d, TRAIN_LABELS)), os.symlink(
-        "/proc/self/mem", os.path.join(d, TRAIN_LABELS))), "cannot read"),
-}
+def _small_args(workdir, mnist_dir, *extra):
+  return ["--data-dir", mnist_dir, "--epochs", 1, "--train-examples", 512, "--batch-size", 128,
+          "--workdir", workdir, "--no-progress", *extra]
 
 
-def _assert_one_line_error(result, *words):
-  assert result.returncode == 2, (result.returncode, result.stderr)
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1, result.stderr
-  assert "Traceback" not in result.stderr
-  for word in words:
-    assert word in lines[0], lines[0]
+def _spoiled_data(spoil):
+  """A copy of MNIST with one thing wrong."""
+  def setup(tmp_path, mnist_dir):
+    folder = str(tmp_path / "data")
+    os.makedirs(folder)
+    for name in os.listdir(mnist_dir):
+      if name.endswith(".gz"):
+        shutil.copy(os.path.join(mnist_dir, name), folder)
+    spoil(folder)
+    return ["--data-dir", folder, "--epochs", 1]
+  return setup
 
 
-@pytest.mark.parametrize("case", sorted(DATA_CASES))
-def test_bad_data_exits_2_with_one_line(tmp_path, mnist_dir, case):
-  spoil, message = DATA_CASES[case]
-  data_dir = _dataset(str(tmp_path / "data"), mnist_dir)
-  spoil(data_dir)
-  result = run(["--data-dir", data_dir, "--epochs", 1], cwd=tmp_path)
-  _assert_one_line_error(result, message)
-  assert not os.path.exists(tmp_path / "runs") or not os.listdir(tmp_path / "runs")
+def _flags(*flags):
+  # The data dir would fail if it were read: flags must be checked first.
+  return lambda tmp_path, mnist_dir: [*flags, "--data-dir", tmp_path / "absent"]
 
 
-def test_data_dir_pointing_to_a_file(tmp_path):
-  (tmp_path / "file").write_text("x")
-  _assert_one_line_error(run(["--data-dir", tmp_path / "file"], cwd=tmp_path),
-                         "is a file, not a directory")
+def _after_a_run(*extra, spoil=lambda workdir: None):
+  """A finished one-epoch run in tmp_path/run, then a second command on it."""
+  def setup(tmp_path, mnist_dir):
+    workdir = tmp_path / "run"
+    assert run(_small_args(workdir, mnist_dir)).returncode == 0
+    spoil(workdir)
+    return _small_args(workdir, mnist_dir, *extra)
+  return setup
 
 
-FLAG_CASES = {
-    "batch 0": (["--batch-size", 0], "--batch-size"),
-    "batch negative": (["--batch-size", -5], "--batch-size"),
-    "epochs 0": (["--epochs", 0], "--epochs"),
-    "lr 0": (["--lr", 0], "--lr"),
-    "lr negative": (["--lr", -0.1], "--lr"),
-    "lr nan": (["--lr", "nan"], "--lr"),
-    "lr inf": (["--lr", "inf"], "--lr"),
-    "gamma 0": (["--gamma", 0], "--gamma"),
-    "gamma > 1": (["--gamma", 1.5], "--gamma"),
-    "unknown model": (["--model", "resnet"], "--model"),
-    "step sizes disagree": (["--step-size", 3, "--steps-per-decay", 4], "--step-size"),
-    "unknown preset": (["--config", "nope"], "--config"),
-    "resume without workdir": (["--resume"], "--resume"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(FLAG_CASES))
-def test_bad_flags_exit_2_before_loading_data(tmp_path, case):
-  flags, word = FLAG_CASES[case]
-  # A data dir that would fail if it were read: flags are checked first.
-  result = run(flags + ["--data-dir", tmp_path / "absent"], cwd=tmp_path)
-  _assert_one_line_error(result, word)
-  assert "no such directory" not in result.stderr
-
-
-def test_batch_larger_than_the_train_set(tmp_path, mnist_dir):
-  _assert_one_line_error(
-      run(["--data-dir", mnist_dir, "--batch-size", 60001], cwd=tmp_path),
-      "--batch-size 60001 is larger than the 60000 training examples")
-
-
-def _small_run(workdir, mnist_dir, *extra):
-  return run(["--data-dir", mnist_dir, "--epochs", 1, "--train-examples", 512,
-              "--batch-size", 128, "--workdir", workdir, "--no-progress", *extra])
-
-
-def test_resume_with_no_checkpoint(tmp_path, mnist_dir):
-  _assert_one_line_error(_small_run(tmp_path / "empty", mnist_dir, "--resume"),
-                         "no checkpoints to resume from")
-
-
-def test_resume_with_a_corrupt_checkpoint_and_earlier_files_kept(tmp_path, mnist_dir):
-  workdir = tmp_path / "run"
-  assert _small_run(workdir, mnist_dir).returncode == 0
-  for root, _, files in os.walk(workdir / "checkpoints" / "1"):
+def _corrupt_checkpoints(workdir):
+  for root, _, files in os.walk(workdir / "checkpoints"):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
-  before = (workdir / "metrics.jsonl").read_bytes()
-  _assert_one_line_error(_small_run(workdir, mnist_dir, "--resume", "--epochs", 2),
-                         "cannot restore the checkpoint")
-  assert (workdir / "metrics.jsonl").read_bytes() == before
 
 
-def test_a_second_run_into_the_same_workdir_is_refused(tmp_path, mnist_dir):
-  workdir = tmp_path / "run"
-  assert _small_run(workdir, mnist_dir).returncode == 0
-  before = {f: (workdir / f).read_bytes() for f in ("metrics.jsonl", "config.json")}
-  _assert_one_line_error(_small_run(workdir, mnist_dir, "--lr", 0.5), "already holds a run")
-  assert before == {f: (workdir / f).read_bytes() for f in before}
+def _unreadable(folder):
+  # Root reads any file whatever its mode; /proc/self/mem is unreadable at offset 0 for all.
+  os.remove(os.path.join(folder, TRAIN_LABELS))
+  os.symlink("/proc/self/mem", os.path.join(folder, TRAIN_LABELS))
+
+
+def _file_as_data_dir(tmp_path, mnist_dir):
+  (tmp_path / "file").write_text("x")
+  return ["--data-dir", tmp_path / "file"]
+
+
+# case -> (what to set up, returning the command's flags; words its one error line must hold)
+BAD_INPUTS = {
+    "data dir missing": (_spoiled_data(shutil.rmtree), "no such directory"),
+    "data dir empty": (_spoiled_data(
+        lambda d: [os.remove(os.path.join(d, f)) for f in os.listdir(d)]), "file not found"),
+    "data dir is a file": (_file_as_data_dir, "is a file, not a directory"),
+    "file missing": (_spoiled_data(lambda d: os.remove(os.path.join(d, TRAIN_LABELS))),
+                     "file not found"),
+    "truncated gz": (_spoiled_data(
+        lambda d: open(os.path.join(d, TRAIN_IMAGES), "r+b").truncate(5000)),
+                     "truncated or corrupt gzip"),
+    "not gzip": (_spoiled_data(
+        lambda d: open(os.path.join(d, TRAIN_IMAGES), "wb").write(b"plain text")),
+                 "not a gzip file"),
+    "wrong magic": (_spoiled_data(lambda d: _write_gz(
+        os.path.join(d, TRAIN_LABELS), _header(2051, 3) + bytes(3))), "magic number 2051"),
+    "wrong image size": (_spoiled_data(lambda d: _write_gz(
+        os.path.join(d, TRAIN_IMAGES), _header(2051, 2, 32, 32) + bytes(2048))),
+                         "32x32, expected 28x28"),
+    "count vs length": (_spoiled_data(lambda d: _write_gz(
+        os.path.join(d, TRAIN_IMAGES), _header(2051, 60000, 28, 28) + bytes(784))),
+                        "header says 60000 items"),
+    "image/label mismatch": (_spoiled_data(lambda d: _write_gz(
+        os.path.join(d, TRAIN_LABELS), _header(2049, 3) + bytes(3))),
+                             "3 labels for 60000 images"),
+    "label > 9": (_spoiled_data(lambda d: _write_gz(
+        os.path.join(d, TRAIN_LABELS), _header(2049, 60000) + bytes([11]) + bytes(59999))),
+                  "label 11 at index 0"),
+    "unreadable file": (_spoiled_data(_unreadable), "cannot read"),
+    "batch 0": (_flags("--batch-size", 0), "--batch-size"),
+    "batch negative": (_flags("--batch-size", -5), "--batch-size"),
+    "batch larger than the train set": (
+        lambda tmp_path, mnist_dir: ["--data-dir", mnist_dir, "--batch-size", 60001],
+        "--batch-size 60001 is larger than the 60000 training examples"),
+    "epochs 0": (_flags("--epochs", 0), "--epochs"),
+    "lr 0": (_flags("--lr", 0), "--lr"),
+    "lr negative": (_flags("--lr", -0.1), "--lr"),
+    "lr nan": (_flags("--lr", "nan"), "--lr"),
+    "lr inf": (_flags("--lr", "inf"), "--lr"),
+    "gamma 0": (_flags("--gamma", 0), "--gamma"),
+    "gamma > 1": (_flags("--gamma", 1.5), "--gamma"),
+    "unknown model": (_flags("--model", "resnet"), "--model"),
+    "step sizes disagree": (_flags("--step-size", 3, "--steps-per-decay", 4), "--step-size"),
+    "unknown preset": (_flags("--config", "nope"), "--config"),
+    "resume without workdir": (_flags("--resume"), "--resume"),
+    "resume with no checkpoint": (
+        lambda tmp_path, mnist_dir: _small_args(tmp_path / "empty", mnist_dir, "--resume"),
+        "no checkpoints to resume from"),
+    "resume with a corrupt checkpoint": (
+        _after_a_run("--resume", "--epochs", 2, spoil=_corrupt_checkpoints),
+        "cannot restore the checkpoint"),
+    "workdir holds a run": (_after_a_run("--lr", 0.5), "already holds a run"),
+}
+
+
+def _files(folder) -> dict:
+  found = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      if not os.path.islink(path):
+        found[path] = open(path, "rb").read()
+  return found
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, mnist_dir, case):
+  setup, words = BAD_INPUTS[case]
+  args = setup(tmp_path, mnist_dir)
+  before = _files(tmp_path)
+  result = run(args, cwd=tmp_path)
+  assert result.returncode == 2, (result.returncode, result.stderr)
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+  assert words in lines[0], lines[0]
+  assert _files(tmp_path) == before  # no earlier file changed, no new file
 
 
 def test_divergence_exits_3_and_keeps_the_last_good_checkpoint(tmp_path, mnist_dir):
