@@ -13,6 +13,7 @@ from mnist_jax import data as data_lib
 from mnist_jax import input_pipeline
 from mnist_jax import models
 from mnist_jax import optim
+from mnist_jax import parallel
 from mnist_jax import reporting
 from mnist_jax import steps
 from mnist_jax.config import Config
@@ -41,22 +42,28 @@ def _add(a: steps.Metrics, b: steps.Metrics) -> steps.Metrics:
 
 
 def train_batch(state, sums, split, order, augment_key, *, steps_per_epoch: int,
-                batch_size: int, augment: bool):
+                batch_size: int, augment: bool, mesh=None):
   """The next step of the epoch: everything it needs is already on the device.
 
   The batch position and the augmentation key follow from `state.step`, so the
-  host sends nothing per step and a resumed run draws the same randomness.
+  host sends nothing per step and a resumed run draws the same randomness. With a
+  mesh, each device gathers and computes its own slice of the batch.
   """
   batch = input_pipeline.get_batch(split, order, state.step % steps_per_epoch, batch_size)
+  if mesh is not None:
+    batch = parallel.shard_batch(batch, mesh)
   key = jax.random.fold_in(augment_key, state.step)
   state, metrics = steps.train_step(state, batch, key, augment_images=augment)
   return state, _add(sums, metrics)
 
 
-def evaluate(state, split, order, *, batch_size: int) -> steps.Metrics:
+def evaluate(state, split, order, *, batch_size: int, mesh=None) -> steps.Metrics:
   """Metric sums over a whole split, every example exactly once."""
   def body(i, sums):
-    return _add(sums, steps.eval_step(state, input_pipeline.get_batch(split, order, i, batch_size)))
+    batch = input_pipeline.get_batch(split, order, i, batch_size)
+    if mesh is not None:
+      batch = parallel.shard_batch(batch, mesh)
+    return _add(sums, steps.eval_step(state, batch))
   return jax.lax.fori_loop(0, order.indices.shape[0] // batch_size, body, _zero_sums())
 
 
@@ -88,6 +95,9 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
   if not resume and any(os.path.exists(os.path.join(workdir, f)) for f in RUN_FILES):
     raise RunError(f"{workdir}: already holds a run; pass --resume to continue it "
                    "or choose another --workdir")
+  mesh = parallel.make_mesh()
+  if problem := parallel.check_batch_size(config.batch_size, mesh):
+    raise RunError(problem)
   if resume and not os.path.isdir(os.path.join(workdir, "checkpoints")):
     raise checkpointing.CheckpointError(
         f"{workdir}: no checkpoints to resume from; run without --resume to start training")
@@ -104,46 +114,59 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
       os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   try:
     return _train(config, workdir, checkpointer, resume, show_progress,
-                  train_split, datasets["test"])
+                  train_split, datasets["test"], mesh)
   finally:
     checkpointer.close()  # waits for the last asynchronous save
 
 
 def _train(config, workdir, checkpointer, resume, show_progress,
-           train_split, test_split) -> TrainState:
+           train_split, test_split, mesh) -> TrainState:
   num_train = len(train_split.labels)
   steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
   model = models.get_model(config.model)
   init_key, data_key, augment_key = jax.random.split(jax.random.key(config.seed), 3)
-  state = create_train_state(init_key, model, config, steps_per_epoch)
+  replicated = parallel.replicated(mesh)
+  # On the mesh before a restore: orbax restores into the template's sharding, so a
+  # checkpoint written on any number of devices resumes on this one.
+  state = jax.device_put(create_train_state(init_key, model, config, steps_per_epoch),
+                         replicated)
   history: list[dict] = []
   if resume:
     state, progress = checkpointer.restore(state)
     _check_resumable(progress["config"], config)
     history = progress["history"]
-  reporting.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  reporting.write_text(os.path.join(workdir, "model_summary.txt"), reporting.model_summary(
-      model, {"params": state.params, "batch_stats": state.batch_stats}))
+  writes_files = jax.process_index() == 0  # one writer in a multi-host run
+  if writes_files:
+    reporting.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    reporting.write_text(os.path.join(workdir, "model_summary.txt"), reporting.model_summary(
+        model, {"params": state.params, "batch_stats": state.batch_stats}))
 
-  state = jax.device_put(state)  # e.g. the step counter starts as a Python int
-  train_data = input_pipeline.to_device(train_split)
-  test_data = input_pipeline.to_device(test_split)
-  test_order = input_pipeline.sequential_order(len(test_data.labels), config.eval_batch_size)
+  # Every device holds the (small) uint8 dataset and gathers its own slice of each batch.
+  train_data = input_pipeline.to_device(train_split, replicated)
+  test_data = input_pipeline.to_device(test_split, replicated)
+  eval_batch_size = -(-config.eval_batch_size // mesh.size) * mesh.size
+  test_order = jax.device_put(
+      input_pipeline.sequential_order(len(test_data.labels), eval_batch_size), replicated)
+  augment_key = jax.device_put(augment_key, replicated)
   schedule = optim.step_lr_schedule(config.learning_rate, steps_per_epoch,
                                     config.step_size, config.gamma, config.num_epochs)
   train_batch_fn = jax.jit(
       functools.partial(train_batch, steps_per_epoch=steps_per_epoch,
-                        batch_size=config.batch_size, augment=config.augment),
-      donate_argnums=(0, 1))
-  evaluate_fn = jax.jit(functools.partial(evaluate, batch_size=config.eval_batch_size))
-  shuffled_order_fn = jax.jit(input_pipeline.shuffled_order, static_argnums=(1, 2))
+                        batch_size=config.batch_size, augment=config.augment, mesh=mesh),
+      in_shardings=replicated, out_shardings=replicated, donate_argnums=(0, 1))
+  evaluate_fn = jax.jit(
+      functools.partial(evaluate, batch_size=eval_batch_size, mesh=mesh),
+      in_shardings=replicated, out_shardings=replicated)
+  shuffled_order_fn = jax.jit(input_pipeline.shuffled_order, static_argnums=(1, 2),
+                              out_shardings=replicated)
 
   for epoch in range(len(history) + 1, config.num_epochs + 1):
     start = time.perf_counter()
     order = shuffled_order_fn(
         jax.random.fold_in(data_key, epoch), num_train, config.batch_size)
-    sums = _zero_sums()
-    bar = reporting.progress_bar(steps_per_epoch, epoch, disable=not show_progress)
+    sums = jax.device_put(_zero_sums(), replicated)
+    bar = reporting.progress_bar(steps_per_epoch, epoch,
+                                 disable=not (show_progress and writes_files))
     # Any implicit host<->device copy inside the loop would be a hidden sync: fail loudly.
     with jax.transfer_guard("disallow"):
       for i in range(1, steps_per_epoch + 1):
@@ -172,8 +195,10 @@ def _train(config, workdir, checkpointer, resume, show_progress,
     }
     history.append(record)
     checkpointer.save(epoch, state, {"history": history, "config": config.to_dict()})
-    reporting.write_metrics(os.path.join(workdir, "metrics.jsonl"), history)
-    print(reporting.format_epoch(record), flush=True)
+    if writes_files:
+      reporting.write_metrics(os.path.join(workdir, "metrics.jsonl"), history)
+      print(reporting.format_epoch(record), flush=True)
 
-  reporting.plot_curves(os.path.join(workdir, "training_curves.png"), history)
+  if writes_files:
+    reporting.plot_curves(os.path.join(workdir, "training_curves.png"), history)
   return state

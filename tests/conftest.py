@@ -9,10 +9,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # train.py and configs/ live at the top level
-
-from mnist_jax import cpu  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-cpu.use_fast_convolutions()  # as train.py does: the suite runs what users run
+# In-process tests run JAX's default CPU convolutions (the parity tests need their
+# precision); tests of train.py run its Eigen convolutions (mnist_jax.cpu).
 
 # Where CI and developers keep the real MNIST files; a user passes the same path as --data-dir.
 MNIST_DIR = os.environ.get("MNIST_DATA_DIR", str(ROOT.parent / "shared" / "data" / "mnist"))

@@ -1,0 +1,48 @@
+"""Data parallelism with JAX's own SPMD: a 1-D mesh over every device of every process.
+
+The global batch is split over the `data` axis; parameters, BatchNorm statistics and
+optimizer state are replicated. XLA inserts the all-reduces, so the gradients and the
+BatchNorm batch statistics are those of the global batch, as on one device.
+"""
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  # Auto axes: XLA propagates the shardings we set on the batch (classic SPMD).
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the devices; one shard per device."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def shard_batch(batch, mesh: Mesh):
+  """Inside jit: each device computes on its slice of the batch only."""
+  return jax.lax.with_sharding_constraint(batch, batch_sharded(mesh))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> str | None:
+  """A problem line when the devices cannot split the batch evenly, else None."""
+  if batch_size % mesh.size:
+    return (f"--batch-size {batch_size} does not split over {mesh.size} devices; use a "
+            f"multiple of {mesh.size}, e.g. {batch_size - batch_size % mesh.size or mesh.size}")
+  return None
+
+
+def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
+                           process_id: int | None) -> None:
+  """Joins a multi-host run (jax.distributed); with no arguments reads the usual
+  environment (e.g. JAX_COORDINATOR_ADDRESS, or a TPU / SLURM cluster's own)."""
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
