@@ -18,7 +18,7 @@ import sys
 import jax
 
 import mnist_jax
-from mnist_jax import checkpointing, cpu, trainer
+from mnist_jax import checkpointing, cpu, parallel, trainer
 from mnist_jax.config import MODELS, Config
 
 # Flag -> Config field. Flags left out keep the preset's value.
@@ -57,6 +57,12 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
                       help="continue the latest checkpoint in --workdir")
   parser.add_argument("--no-cuda", action="store_true", help="train on the CPU")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+  multi = parser.add_argument_group("multi-host (jax.distributed; one process per host)")
+  multi.add_argument("--coordinator-address", help="host:port of process 0")
+  multi.add_argument("--num-processes", type=int)
+  multi.add_argument("--process-id", type=int)
+  multi.add_argument("--distributed", action="store_true",
+                     help="join a cluster JAX detects by itself (TPU pod, SLURM)")
   args = parser.parse_args(argv)
 
   if args.steps_per_decay is not None:
@@ -107,9 +113,16 @@ def main(argv=None) -> int:
   if args.no_cuda:
     jax.config.update("jax_platforms", "cpu")  # before any backend is initialised
   cpu.use_fast_convolutions()
+  if args.distributed or args.coordinator_address:
+    parallel.initialize_distributed(args.coordinator_address, args.num_processes,
+                                    args.process_id)
   # Orbax and TFDS log through absl; their failures reach the user as one line below.
   logging.getLogger("absl").setLevel(logging.CRITICAL)
 
+  if args.workdir is None and jax.process_count() > 1:
+    print("train.py: error: a multi-host run needs --workdir (the same shared folder on every "
+          "host)", file=sys.stderr)
+    return 2
   workdir = args.workdir or new_workdir(config.model)
   print(f"run folder: {workdir}", flush=True)
   try:
