@@ -2,7 +2,7 @@
 
     python train.py --config net --data-dir ../shared/data/mnist
 
-Should reach about 99.3% test accuracy after 20 epochs.
+Not yet measured to the end here: one epoch takes ~3.5 minutes on 2 CPU cores.
 """
 
 from configs import default

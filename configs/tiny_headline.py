@@ -2,8 +2,9 @@
 
     python train.py --config tiny_headline --data-dir ../shared/data/mnist
 
-Should reach about 98.9% test accuracy after epoch 5, mean of three seeds
-(the original, run three times here: 97.95%); see README "Results".
+Reached 93.29% / 98.31% / 98.38% test accuracy after epoch 5 with seeds 0 / 1 / 2
+(the original, three runs: 97.9% / 97.3% / 98.7%): eval-mode BatchNorm swings at this
+learning rate; see README "Results".
 """
 
 from configs import default

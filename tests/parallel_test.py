@@ -117,25 +117,14 @@ def test_checkpoints_move_between_device_counts(tmp_path, mnist_dir):
                                show_progress=False)
   assert int(resumed.step) == 8
 
-  # Written on 1 device, continued on 4, equal to 1 device all along (within rounding).
+  # Written on 1 device, continued on 4: the same run as above with the device counts
+  # swapped, so the two must agree in what they learn (Adam amplifies summation-order
+  # rounding in the pre-BatchNorm biases, see above, so not bit for bit).
   train_and_evaluate(_config(mnist_dir, 1), str(tmp_path / "one"), show_progress=False)
   _run_on_four(mnist_dir, 2, tmp_path / "one", resume=True)
   on_four, progress = _restore(tmp_path / "one", mnist_dir, 2)
   assert int(on_four.step) == 8 and len(progress["history"]) == 2
-  straight = train_and_evaluate(_config(mnist_dir, 2), str(tmp_path / "straight"),
-                                show_progress=False)
-  # Adam amplifies summation-order rounding in the pre-BatchNorm biases (see above),
-  # so the two runs agree in what they learn, not bit for bit.
-  straight_history = [json.loads(line) for line in
-                      (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+  other = [json.loads(line) for line in
+           (tmp_path / "four" / "metrics.jsonl").read_text().splitlines()]
   for key, tolerance in (("train_loss", 1e-3), ("test_accuracy", 0.01)):
-    assert progress["history"][1][key] == pytest.approx(straight_history[1][key], abs=tolerance)
-
-
-def test_batch_size_the_devices_cannot_split_is_refused(tmp_path, mnist_dir):
-  result = subprocess.run(
-      [sys.executable, str(ROOT / "train.py"), "--data-dir", mnist_dir, "--batch-size", "250",
-       "--workdir", str(tmp_path / "run")],
-      env=FOUR_DEVICES, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 2
-  assert "does not split over 4 devices" in result.stderr.strip().splitlines()[-1]
+    assert progress["history"][1][key] == pytest.approx(other[1][key], abs=tolerance)

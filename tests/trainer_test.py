@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from mnist_jax import Config, checkpointing, train_and_evaluate, trainer
+from mnist_jax import (Config, TinyNet, checkpointing, create_train_state, input_pipeline,
+                       train_and_evaluate, trainer)
 
 TIMING_FIELDS = ("epoch_seconds", "eval_seconds", "images_per_second")
 
@@ -71,21 +72,19 @@ def test_resume_without_checkpoints_is_refused(tmp_path, small_config):
     train_and_evaluate(small_config, str(tmp_path), resume=True)
 
 
-def test_evaluation_with_a_padded_last_batch_counts_each_image_once(tmp_path, small_config):
+def test_evaluation_with_a_padded_last_batch_counts_each_image_once(mnist):
   """3,000 does not divide 10,000: the last eval batch is padded and masked."""
-  state = train_and_evaluate(small_config.replace(num_epochs=1), str(tmp_path / "a"),
-                             show_progress=False)
-  from mnist_jax import data, input_pipeline
-  test = input_pipeline.to_device(data.load_mnist(small_config.data_dir)["test"])
+  state = create_train_state(jax.random.key(0), TinyNet(), Config(), steps_per_epoch=1)
+  test = input_pipeline.to_device(mnist["test"])
+  results = {}
   for batch_size in (1000, 3000):
     order = input_pipeline.sequential_order(10_000, batch_size)
-    sums = jax.jit(trainer.evaluate, static_argnames="batch_size")(
+    results[batch_size] = jax.jit(trainer.evaluate, static_argnames="batch_size")(
         state, test, order, batch_size=batch_size)
-    assert float(sums["count"]) == 10_000
-    if batch_size == 1000:
-      reference = sums
-  assert float(sums["correct"]) == float(reference["correct"])
-  assert float(sums["loss_sum"]) == pytest.approx(float(reference["loss_sum"]), rel=1e-5)
+    assert float(results[batch_size]["count"]) == 10_000
+  assert float(results[3000]["correct"]) == float(results[1000]["correct"])
+  assert float(results[3000]["loss_sum"]) == pytest.approx(float(results[1000]["loss_sum"]),
+                                                           rel=1e-5)
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, small_config):
