@@ -1,5 +1,3 @@
-import gzip
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -38,3 +38,15 @@ def mnist_dir() -> str:
 def mnist(mnist_dir):
   from mnist_jax import data
   return data.load_mnist(mnist_dir)
+
+
+def restore_run(workdir, config, steps_per_epoch):
+  """`(state, progress)` from the latest checkpoint of the TinyNet run in `workdir`."""
+  import jax
+  from mnist_jax import TinyNet, checkpointing, create_train_state
+  template = create_train_state(jax.random.key(0), TinyNet(), config, steps_per_epoch)
+  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    return checkpointer.restore(template)
+  finally:
+    checkpointer.close()

@@ -5,12 +5,10 @@ import os
 import subprocess
 import sys
 
-import jax
 import pytest
 
-from conftest import ROOT
-from mnist_jax import Config, TinyNet, checkpointing, create_train_state, input_pipeline
-from mnist_jax import train_and_evaluate
+from conftest import ROOT, restore_run
+from mnist_jax import Config, input_pipeline, train_and_evaluate
 
 FOUR_DEVICES = dict(os.environ, PYTHONPATH=str(ROOT),
                     XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -99,13 +97,7 @@ def _run_on_four(mnist_dir, epochs, workdir, resume):
 
 
 def _restore(workdir, mnist_dir, epochs):
-  template = create_train_state(jax.random.key(0), TinyNet(), _config(mnist_dir, epochs),
-                                input_pipeline.num_batches(512, 128))
-  checkpointer = checkpointing.Checkpointer(str(workdir / "checkpoints"))
-  try:
-    return checkpointer.restore(template)
-  finally:
-    checkpointer.close()
+  return restore_run(workdir, _config(mnist_dir, epochs), input_pipeline.num_batches(512, 128))
 
 
 def test_checkpoints_move_between_device_counts(tmp_path, mnist_dir):

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, require
-from mnist_jax import (Config, TinyNet, checkpointing, create_train_state, data,
-                       input_pipeline)
+from conftest import ROOT, require, restore_run
+from mnist_jax import Config, data, input_pipeline
 
 TRAIN = [sys.executable, str(ROOT / "train.py")]
 TIMING_FIELDS = ("epoch_seconds", "eval_seconds", "images_per_second")
@@ -242,15 +241,6 @@ def test_two_runs_started_together_get_different_folders(tmp_path, mnist_dir):
 
 # ---- kill and resume ----
 
-def _final_state(workdir, config, steps_per_epoch):
-  template = create_train_state(jax.random.key(0), TinyNet(), config, steps_per_epoch)
-  checkpointer = checkpointing.Checkpointer(str(workdir / "checkpoints"))
-  try:
-    return checkpointer.restore(template)
-  finally:
-    checkpointer.close()
-
-
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, mnist_dir):
   flags = ["--data-dir", mnist_dir, "--epochs", "3", "--train-examples", "4096",
            "--batch-size", "256", "--lr", "0.01", "--no-progress"]
@@ -271,7 +261,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, mnist_dir):
 
   config = Config(batch_size=256, learning_rate=0.01, num_epochs=3)
   steps = input_pipeline.num_batches(4096, 256)
-  (a, progress_a), (b, progress_b) = (_final_state(w, config, steps) for w in (straight, killed))
+  (a, _), (b, _) = (restore_run(w, config, steps) for w in (straight, killed))
   for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state, a.step)),
                   jax.tree.leaves((b.params, b.batch_stats, b.opt_state, b.step))):
     np.testing.assert_array_equal(x, y)
