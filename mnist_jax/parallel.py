@@ -27,8 +27,10 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def shard_batch(batch, mesh: Mesh):
-  """Inside jit: each device computes on its slice of the batch only."""
+def shard_batch(batch, mesh: Mesh | None):
+  """Inside jit: each device computes on its slice of the batch only (no mesh: as is)."""
+  if mesh is None:
+    return batch
   return jax.lax.with_sharding_constraint(batch, batch_sharded(mesh))
 
 

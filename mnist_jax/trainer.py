@@ -49,9 +49,8 @@ def train_batch(state, sums, split, order, augment_key, *, steps_per_epoch: int,
   host sends nothing per step and a resumed run draws the same randomness. With a
   mesh, each device gathers and computes its own slice of the batch.
   """
-  batch = input_pipeline.get_batch(split, order, state.step % steps_per_epoch, batch_size)
-  if mesh is not None:
-    batch = parallel.shard_batch(batch, mesh)
+  batch = parallel.shard_batch(
+      input_pipeline.get_batch(split, order, state.step % steps_per_epoch, batch_size), mesh)
   key = jax.random.fold_in(augment_key, state.step)
   state, metrics = steps.train_step(state, batch, key, augment_images=augment)
   return state, _add(sums, metrics)
@@ -60,9 +59,7 @@ def train_batch(state, sums, split, order, augment_key, *, steps_per_epoch: int,
 def evaluate(state, split, order, *, batch_size: int, mesh=None) -> steps.Metrics:
   """Metric sums over a whole split, every example exactly once."""
   def body(i, sums):
-    batch = input_pipeline.get_batch(split, order, i, batch_size)
-    if mesh is not None:
-      batch = parallel.shard_batch(batch, mesh)
+    batch = parallel.shard_batch(input_pipeline.get_batch(split, order, i, batch_size), mesh)
     return _add(sums, steps.eval_step(state, batch))
   return jax.lax.fori_loop(0, order.indices.shape[0] // batch_size, body, _zero_sums())
 
