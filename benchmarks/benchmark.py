@@ -21,7 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mnist_jax import cpu  # pylint: disable=wrong-import-position
 
-cpu.use_fast_convolutions()  # as train.py does
+# As train.py does, unless asked to measure XLA's default CPU convolutions instead.
+if "--default-convolutions" not in sys.argv:
+  cpu.use_fast_convolutions()
 
 import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
 
@@ -69,6 +71,8 @@ def main():
   parser.add_argument("--data-dir", required=True)
   parser.add_argument("--steps", type=int, default=40)
   parser.add_argument("--out", default="benchmarks/out/benchmark.json")
+  parser.add_argument("--default-convolutions", action="store_true",
+                      help="XLA's default CPU convolutions (YNNPACK), not train.py's Eigen ones")
   args = parser.parse_args()
 
   mnist = load_mnist(args.data_dir)
