@@ -36,7 +36,7 @@ class Split(NamedTuple):
   labels: np.ndarray  # (N,) int32
 
 
-def _find(data_dir: str, name: str) -> str:
+def find_idx_file(data_dir: str, name: str) -> str:
   # torchvision keeps the same files under DIR/MNIST/raw/.
   for folder in (data_dir, os.path.join(data_dir, "MNIST", "raw")):
     for candidate in (name, name + ".gz"):
@@ -49,7 +49,7 @@ def _find(data_dir: str, name: str) -> str:
       f"MNIST IDX files: {', '.join(n for pair in IDX_FILES.values() for n in pair)}")
 
 
-def _read(path: str) -> bytes:
+def read_idx_file(path: str) -> bytes:
   try:
     if path.endswith(".gz"):
       with gzip.open(path, "rb") as f:
@@ -67,7 +67,7 @@ def _read(path: str) -> bytes:
 
 def parse_idx(path: str, magic: int) -> np.ndarray:
   """An IDX file's payload as uint8, shaped by its header; validated."""
-  raw = _read(path)
+  raw = read_idx_file(path)
   ndim = 3 if magic == IMAGES_MAGIC else 1
   header_size = 4 + 4 * ndim
   if len(raw) < header_size:
@@ -90,7 +90,7 @@ def parse_idx(path: str, magic: int) -> np.ndarray:
 
 def load_idx_split(data_dir: str, split: str) -> Split:
   images_name, labels_name = IDX_FILES[split]
-  images_path, labels_path = _find(data_dir, images_name), _find(data_dir, labels_name)
+  images_path, labels_path = find_idx_file(data_dir, images_name), find_idx_file(data_dir, labels_name)
   images = parse_idx(images_path, IMAGES_MAGIC)
   labels = parse_idx(labels_path, LABELS_MAGIC)
   if len(images) != len(labels):

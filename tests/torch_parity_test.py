@@ -1,6 +1,6 @@
 """Parity with the original PyTorch modules, through mnist_jax.torch_interop.
 
-The PyTorch modules are written here layer for layer as in the original script.
+The PyTorch modules are the original script's, restated in benchmarks/original.py.
 These tests need torch; CI installs the CPU build and fails rather than skips them.
 """
 
@@ -14,39 +14,9 @@ from conftest import require
 from mnist_jax import Config, Net, TinyNet, augment, from_torch_state_dict, optim, steps
 
 torch = require("torch")
-nn, F = torch.nn, torch.nn.functional
-
-
-class TorchTinyNet(nn.Module):
-
-  def __init__(self):
-    super().__init__()
-    self.conv1, self.bn1 = nn.Conv2d(1, 20, 3, padding=1), nn.BatchNorm2d(20)
-    self.conv2, self.bn2 = nn.Conv2d(20, 28, 3, padding=1), nn.BatchNorm2d(28)
-    self.conv3, self.bn3 = nn.Conv2d(28, 64, 3, padding=1), nn.BatchNorm2d(64)
-    self.fc = nn.Linear(64, 10)
-
-  def forward(self, x):
-    x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
-    x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
-    x = F.relu(self.bn3(self.conv3(x)))
-    return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-class TorchNet(nn.Module):
-
-  def __init__(self):
-    super().__init__()
-    self.conv1, self.conv2 = nn.Conv2d(1, 32, 3), nn.Conv2d(32, 64, 3)
-    self.conv3, self.conv4 = nn.Conv2d(64, 128, 3), nn.Conv2d(128, 256, 3)
-    self.fc1, self.fc2 = nn.Linear(4096, 50), nn.Linear(50, 10)
-
-  def forward(self, x):
-    x = F.relu(self.conv1(x))
-    x = F.relu(F.max_pool2d(self.conv2(x), 2))
-    x = F.relu(self.conv3(x))
-    x = F.relu(F.max_pool2d(self.conv4(x), 2))
-    return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+F = torch.nn.functional
+# The original's model classes, as the benchmark runs them.
+from benchmarks.original import Net as TorchNet, TinyNet as TorchTinyNet  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 PAIRS = [(TorchTinyNet, TinyNet), (TorchNet, Net)]
