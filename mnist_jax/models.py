@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mnist_jax.batch_norm import BatchNorm
+
 # PyTorch's default init for Conv2d/Linear weights: kaiming_uniform(a=sqrt(5)),
 # which works out to U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (variance 1/(3 fan_in)).
 torch_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
@@ -38,14 +40,6 @@ def dense(features: int, in_features: int, name: str) -> nn.Dense:
       kernel_init=torch_kernel_init, bias_init=torch_bias_init(in_features))
 
 
-def batch_norm(train: bool, name: str) -> nn.BatchNorm:
-  # PyTorch momentum 0.1 weighs the new batch; flax momentum weighs the old average.
-  # Two-pass variance, as PyTorch computes it.
-  return nn.BatchNorm(
-      use_running_average=not train, momentum=0.9, epsilon=1e-5,
-      use_fast_variance=False, name=name)
-
-
 def max_pool_2x2(x_NHWC: jax.Array) -> jax.Array:
   """2x2 max pool with stride 2 (PyTorch `MaxPool2d(2)`: odd edges are dropped).
 
@@ -63,11 +57,10 @@ class TinyNet(nn.Module):
 
   @nn.compact
   def __call__(self, x_NHWC, train: bool = False, mask_N=None):
-    # Padded examples (mask 0) must not enter the BatchNorm batch statistics.
-    bn_mask = None if mask_N is None else mask_N.reshape(-1, 1, 1, 1)
     for i, features in enumerate((20, 28, 64), start=1):
       x_NHWC = conv3x3(features, x_NHWC.shape[-1], "SAME", f"conv{i}")(x_NHWC)
-      x_NHWC = batch_norm(train, f"bn{i}")(x_NHWC, mask=bn_mask)
+      # PyTorch's momentum 0.1 and eps 1e-5; padded examples (mask 0) stay out of the statistics.
+      x_NHWC = BatchNorm(use_running_average=not train, name=f"bn{i}")(x_NHWC, mask_N)
       x_NHWC = nn.relu(x_NHWC)
       if i < 3:
         x_NHWC = max_pool_2x2(x_NHWC)

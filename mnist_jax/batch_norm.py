@@ -1,0 +1,79 @@
+"""BatchNorm as PyTorch's BatchNorm2d computes it, with a hand-written backward pass.
+
+It holds the same variables as `flax.linen.BatchNorm` (params `scale`, `bias`;
+batch_stats `mean`, `var`) and computes the same numbers as
+`nn.BatchNorm(momentum=0.9, epsilon=1e-5, use_fast_variance=False)`, which
+tests/batch_norm_test.py checks in value, gradient and running statistics, masked
+or not. The difference is the gradient: autodiff differentiates through the batch
+mean and variance and leaves XLA ~10 channel reductions per layer, each a pass
+over the activations (on XLA:CPU, a slow reduce-window); the closed form below
+needs two. TinyNet's training step is ~15% faster on CPU for it.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_AXES = (0, 1, 2)  # N, H, W of NHWC: statistics per channel
+
+
+def _masked_sum(x_NHWC, mask_N):
+  return jnp.sum(x_NHWC * mask_N[:, None, None, None], axis=_AXES)
+
+
+def _normalize_fwd(x_NHWC, scale, bias, mask_N, epsilon):
+  count = jnp.sum(mask_N) * x_NHWC.shape[1] * x_NHWC.shape[2]
+  mean = _masked_sum(x_NHWC, mask_N) / count
+  # Two passes, as PyTorch: the variance of the centred values, biased (as Flax stores it).
+  var = _masked_sum(jnp.square(x_NHWC - mean), mask_N) / count
+  inv_std = lax.rsqrt(var + epsilon)
+  y_NHWC = (x_NHWC - mean) * (inv_std * scale) + bias
+  return (y_NHWC, mean, var), (x_NHWC, mean, inv_std, scale, mask_N, count)
+
+
+def _normalize_bwd(epsilon, residuals, cotangents):
+  del epsilon
+  x_NHWC, mean, inv_std, scale, mask_N, count = residuals
+  dy_NHWC = cotangents[0]  # mean and var leave only through stop_gradient
+  x_hat = (x_NHWC - mean) * inv_std
+  dbias = jnp.sum(dy_NHWC, axis=_AXES)
+  dscale = jnp.sum(dy_NHWC * x_hat, axis=_AXES)
+  # Only real examples shape the statistics; a padded one sees just its own affine map.
+  dx_NHWC = (inv_std * scale) * (
+      dy_NHWC - mask_N[:, None, None, None] * (dbias + x_hat * dscale) / count)
+  return dx_NHWC, dscale, dbias, jnp.zeros_like(mask_N)
+
+
+_normalize = jax.custom_vjp(lambda x, s, b, m, eps: _normalize_fwd(x, s, b, m, eps)[0],
+                            nondiff_argnums=(4,))
+_normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+class BatchNorm(nn.Module):
+  """Normalises NHWC activations per channel; `mask_N` leaves padded examples out.
+
+  `momentum` weighs the old running average (Flax's convention: PyTorch's 0.1 is 0.9).
+  """
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x_NHWC, mask_N=None):
+    features = x_NHWC.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,))
+    bias = self.param("bias", nn.initializers.zeros, (features,))
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,))
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (features,))
+    if self.use_running_average:
+      return (x_NHWC - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
+    if mask_N is None:
+      mask_N = jnp.ones(x_NHWC.shape[:1], x_NHWC.dtype)
+    y_NHWC, mean, var = _normalize(x_NHWC, scale, bias, mask_N.astype(x_NHWC.dtype),
+                                   self.epsilon)
+    if not self.is_initializing():
+      m = self.momentum
+      ra_mean.value = m * ra_mean.value + (1 - m) * lax.stop_gradient(mean)
+      ra_var.value = m * ra_var.value + (1 - m) * lax.stop_gradient(var)
+    return y_NHWC
