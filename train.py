@@ -113,6 +113,7 @@ def main(argv=None) -> int:
   if args.no_cuda:
     jax.config.update("jax_platforms", "cpu")  # before any backend is initialised
   cpu.use_fast_convolutions()
+  cpu.use_host_devices(config.batch_size)
   if args.distributed or args.coordinator_address:
     parallel.initialize_distributed(args.coordinator_address, args.num_processes,
                                     args.process_id)

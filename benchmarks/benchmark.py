@@ -1,112 +1,160 @@
-"""Training and evaluation speed of mnist-jax, with and without augmentation.
+"""Training and evaluation speed of mnist-jax beside the original PyTorch recipe.
 
-    python benchmarks/benchmark.py --data-dir ../shared/data/mnist [--steps 40] [--out FILE]
+    python benchmarks/benchmark.py --data-dir ../shared/data/mnist
 
-For each configuration (TinyNet batch 256, Net batch 512) it times the trainer's own
-jitted step (`trainer.train_batch`: on-device gather, augmentation, forward, backward,
-Adam) over `--steps` steps after a warm-up, and the whole-test-set evaluation, then
-reports the compile time, seconds per epoch (the measured step time times the
-epoch's step count), images/s, and the cost of augmentation. Prints a table, writes JSON.
+For TinyNet at batch 256 and Net at batch 512 it runs, one after the other on the
+same machine, each in a process of its own:
+  * mnist-jax as train.py runs it (same XLA:CPU settings, same jitted
+    `trainer.train_batch` on the same device mesh), with and without augmentation;
+  * the original recipe in PyTorch (benchmarks/original.py: torchvision's MNIST,
+    its train transform, DataLoader(num_workers=2), Adam), when torch and
+    torchvision are installed (requirements-benchmark.txt).
+Each times `--steps` training steps after a warm-up (compile, or the DataLoader's
+start-up), and one evaluation of the 10,000 test images. An epoch's training time is
+the step time times the epoch's step count (235 at batch 256, 118 at batch 512).
+Prints a table and writes JSON (`--out`). `--host-devices 1` and
+`--default-convolutions` measure mnist-jax without train.py's CPU settings.
 """
 
 import argparse
-import functools
+import dataclasses
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mnist_jax import cpu  # pylint: disable=wrong-import-position
-
-# As train.py does, unless asked to measure XLA's default CPU convolutions instead.
-if "--default-convolutions" not in sys.argv:
-  cpu.use_fast_convolutions()
-
-import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
-
-from mnist_jax import (Config, create_train_state, input_pipeline, load_mnist, models,  # pylint: disable=wrong-import-position,g-import-not-at-top
-                       trainer)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 CONFIGS = [("tiny", 256), ("net", 512)]
 
 
-def time_training(config, data, steps: int, augment: bool) -> dict:
-  n = len(data.labels)
+def measure_jax(args) -> dict:
+  """In a fresh process: train.py's CPU settings must precede JAX's initialisation."""
+  from mnist_jax import cpu  # pylint: disable=import-outside-toplevel
+  if not args.default_convolutions:
+    cpu.use_fast_convolutions()
+  cpu.use_host_devices(args.batch_size, args.host_devices)
+  import jax  # pylint: disable=import-outside-toplevel
+  from mnist_jax import (Config, create_train_state, input_pipeline, load_mnist, models,  # pylint: disable=import-outside-toplevel
+                         parallel, trainer)
+
+  mnist = load_mnist(args.data_dir)
+  mesh = parallel.make_mesh()
+  replicated = parallel.replicated(mesh)
+  train = input_pipeline.to_device(mnist["train"], replicated)
+  test = input_pipeline.to_device(mnist["test"], replicated)
+  n = len(mnist["train"].labels)
+  config = Config(model=args.model, batch_size=args.batch_size)
   steps_per_epoch = input_pipeline.num_batches(n, config.batch_size)
-  state = jax.device_put(create_train_state(
-      jax.random.key(0), models.get_model(config.model), config, steps_per_epoch))
-  order = input_pipeline.shuffled_order(jax.random.key(1), n, config.batch_size)
-  step = jax.jit(functools.partial(
-      trainer.train_batch, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
-      augment=augment), donate_argnums=(0, 1))
-  sums, key = trainer._zero_sums(), jax.random.key(2)  # pylint: disable=protected-access
-  start = time.perf_counter()
-  state, sums = step(state, sums, data, order, key)
-  jax.block_until_ready(sums)
-  first = time.perf_counter() - start
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, sums = step(state, sums, data, order, key)
-  jax.block_until_ready(sums)
-  per_step = (time.perf_counter() - start) / steps
-  return {"compile_and_first_step_s": first, "step_ms": 1000 * per_step,
-          "epoch_s": per_step * steps_per_epoch, "images_per_s": config.batch_size / per_step,
-          "state": state}
+  eval_batch_size = trainer.round_up_to_devices(config.eval_batch_size, mesh)
+  order = jax.device_put(input_pipeline.shuffled_order(jax.random.key(1), n, config.batch_size),
+                         replicated)
+  key = jax.device_put(jax.random.key(2), replicated)
+
+  result = {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+            "jax": jax.__version__}
+  for augment in (True, False):
+    train_batch, evaluate = trainer.jit_steps(
+        dataclasses.replace(config, augment=augment), steps_per_epoch, eval_batch_size, mesh)
+    state = jax.device_put(create_train_state(
+        jax.random.key(0), models.get_model(config.model), config, steps_per_epoch), replicated)
+    sums = jax.device_put(trainer.zero_sums(), replicated)
+    start = time.perf_counter()
+    state, sums = train_batch(state, sums, train, order, key)
+    jax.block_until_ready(sums)
+    warmup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(args.steps):
+      state, sums = train_batch(state, sums, train, order, key)
+    jax.block_until_ready(sums)
+    step_s = (time.perf_counter() - start) / args.steps
+    if not augment:
+      result["train_epoch_no_augment_s"] = step_s * steps_per_epoch
+      break
+    result.update(warmup_s=warmup_s, step_ms=1000 * step_s,
+                  train_epoch_s=step_s * steps_per_epoch,
+                  images_per_s=config.batch_size / step_s)
+    test_order = jax.device_put(
+        input_pipeline.sequential_order(len(mnist["test"].labels), eval_batch_size), replicated)
+    jax.block_until_ready(evaluate(state, test, test_order))  # compile
+    start = time.perf_counter()
+    jax.block_until_ready(evaluate(state, test, test_order))
+    result["eval_s"] = time.perf_counter() - start
+  result["augment_cost_pct"] = 100 * (result["train_epoch_s"] / result["train_epoch_no_augment_s"] - 1)
+  return result
 
 
-def time_eval(state, test, batch_size=1000) -> float:
-  order = input_pipeline.sequential_order(len(test.labels), batch_size)
-  evaluate = jax.jit(functools.partial(trainer.evaluate, batch_size=batch_size))
-  jax.block_until_ready(evaluate(state, test, order))
-  start = time.perf_counter()
-  jax.block_until_ready(evaluate(state, test, order))
-  return time.perf_counter() - start
+def run(command: list[str]) -> dict | str:
+  """The JSON line a measuring process prints, or why there is none."""
+  proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+  if proc.returncode:
+    lines = proc.stderr.strip().splitlines() or ["no output"]
+    return lines[-1]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data-dir", required=True)
-  parser.add_argument("--steps", type=int, default=40)
+  parser.add_argument("--steps", type=int, default=40,
+                      help="timed TinyNet steps (Net: a quarter, at least 5)")
   parser.add_argument("--out", default="benchmarks/out/benchmark.json")
+  parser.add_argument("--host-devices", type=int, default=2,
+                      help="CPU devices to split each batch over (train.py: 2)")
   parser.add_argument("--default-convolutions", action="store_true",
                       help="XLA's default CPU convolutions (YNNPACK), not train.py's Eigen ones")
+  parser.add_argument("--skip-original", action="store_true", help="time mnist-jax only")
+  parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--model", help=argparse.SUPPRESS)
+  parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.worker:
+    print(json.dumps(measure_jax(args)))
+    return
 
-  mnist = load_mnist(args.data_dir)
-  train = input_pipeline.to_device(mnist["train"])
-  test = input_pipeline.to_device(mnist["test"])
   rows = []
   for model, batch_size in CONFIGS:
-    config = Config(model=model, batch_size=batch_size)
-    steps = max(5, args.steps // (4 if model == "net" else 1))
-    with_aug = time_training(config, train, steps, augment=True)
-    without = time_training(config, train, steps, augment=False)
-    rows.append({
-        "model": model, "batch_size": batch_size, "steps_timed": steps,
-        "compile_and_first_step_s": with_aug["compile_and_first_step_s"],
-        "train_epoch_s": with_aug["epoch_s"], "images_per_s": with_aug["images_per_s"],
-        "train_epoch_no_augment_s": without["epoch_s"],
-        "augment_cost_pct": 100 * (with_aug["epoch_s"] / without["epoch_s"] - 1),
-        "eval_s": time_eval(with_aug["state"], test),
-    })
+    steps = args.steps if model == "tiny" else max(5, args.steps // 4)
+    common = ["--data-dir", args.data_dir, "--model", model, "--batch-size", str(batch_size),
+              "--steps", str(steps)]
+    jax_cmd = [sys.executable, __file__, "--worker", "--host-devices", str(args.host_devices),
+               *common] + (["--default-convolutions"] if args.default_convolutions else [])
+    row = {"model": model, "batch_size": batch_size, "steps_timed": steps,
+           "mnist_jax": run(jax_cmd)}
+    if not args.skip_original:
+      row["original"] = run([sys.executable, os.path.join(ROOT, "benchmarks", "original.py"),
+                             *common])
+    rows.append(row)
 
-  print(f"mnist-jax on {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()},"
-        f" {os.cpu_count()} cores), jax {jax.__version__}")
-  print("| model | batch | compile+1st step | train epoch | images/s | epoch w/o augment "
-        "| augment cost | eval (10k) |")
-  print("|---|---|---|---|---|---|---|---|")
+  print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}")
+  print("| model | batch | code | warm-up | train epoch | images/s | eval (10k) "
+        "| epoch w/o augment | original / mnist-jax |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r['model']} | {r['batch_size']} | {r['compile_and_first_step_s']:.1f} s "
-          f"| {r['train_epoch_s']:.1f} s | {r['images_per_s']:,.0f} "
-          f"| {r['train_epoch_no_augment_s']:.1f} s | {r['augment_cost_pct']:+.1f}% "
-          f"| {r['eval_s']:.2f} s |")
+    ours, theirs = r["mnist_jax"], r.get("original")
+    for name, m in (("mnist-jax", ours), ("original", theirs)):
+      if m is None:
+        continue
+      if isinstance(m, str):
+        print(f"| {r['model']} | {r['batch_size']} | {name} | failed: {m} |")
+        continue
+      no_aug = (f"{m['train_epoch_no_augment_s']:.1f} s ({m['augment_cost_pct']:+.1f}%)"
+                if "train_epoch_no_augment_s" in m else "")
+      ratio = ""
+      if name == "mnist-jax" and isinstance(theirs, dict) and isinstance(ours, dict):
+        r["speedup"] = theirs["train_epoch_s"] / ours["train_epoch_s"]
+        ratio = f"{r['speedup']:.2f}x (eval {theirs['eval_s'] / ours['eval_s']:.1f}x)"
+      print(f"| {r['model']} | {r['batch_size']} | {name} | {m['warmup_s']:.1f} s "
+            f"| {m['train_epoch_s']:.1f} s | {m['images_per_s']:,.0f} | {m['eval_s']:.2f} s "
+            f"| {no_aug} | {ratio} |")
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:
-    json.dump({"device": str(jax.devices()[0]), "jax": jax.__version__, "rows": rows}, f,
-              indent=2)
+    json.dump({"machine": platform.platform(), "cores": os.cpu_count(),
+               "date": time.strftime("%Y-%m-%d"), "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

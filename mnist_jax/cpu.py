@@ -1,12 +1,15 @@
-"""XLA:CPU settings that make these small convolutions fast. Results are unchanged
-beyond float rounding; the settings have no effect on GPU or TPU.
+"""XLA:CPU settings that make training fast on a few CPU cores; train.py applies them.
+Results are unchanged beyond float rounding (tests/cpu_test.py); neither setting
+changes anything on GPU or TPU.
 
 The rounding is larger, though: against float64, TinyNet's float32 gradients are
-within ~1e-6 (relative) with the default path and ~1e-5 (one BatchNorm bias 1e-3)
-with Eigen's; tests/torch_parity_test.py checks the default path at 1e-4.
+within ~1e-6 (relative) with the default convolutions and ~1e-5 (one BatchNorm bias
+1e-3) with Eigen's; tests/torch_parity_test.py checks the default path at 1e-4.
 """
 
 import os
+
+import jax
 
 # This jaxlib routes CPU convolutions to YNNPACK, whose weight gradients are slow
 # for these shapes; the empty fusion type sends them to Eigen instead. On 2 cores
@@ -14,9 +17,23 @@ import os
 # epoch: TinyNet b256 63.6 -> 42.8 s, Net b512 962 -> 212 s.
 FAST_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 
+# The batch split over two CPU "devices" (parallel.py's data parallelism): each runs
+# its half in its own thread, which keeps both cores busier than one device's
+# intra-op threads do (benchmarks/benchmark.py --host-devices 1).
+HOST_DEVICES = 2
+
 
 def use_fast_convolutions() -> None:
   """Adds the flag to XLA_FLAGS unless set; call before JAX initialises its backends."""
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_cpu_experimental_ynn_fusion_type" not in flags:
     os.environ["XLA_FLAGS"] = f"{flags} {FAST_CONV_FLAG}".strip()
+
+
+def use_host_devices(batch_size: int, count: int = HOST_DEVICES) -> None:
+  """Splits the CPU into `count` devices when they divide the batch and the user has
+  not chosen a number; call before JAX initialises its backends."""
+  user_chose = (jax.config.jax_num_cpu_devices >= 0
+                or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""))
+  if not user_chose and batch_size % count == 0 and (os.cpu_count() or 1) >= count:
+    jax.config.update("jax_num_cpu_devices", count)

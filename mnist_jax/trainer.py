@@ -33,7 +33,7 @@ class TrainingDiverged(Exception):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def _zero_sums() -> steps.Metrics:
+def zero_sums() -> steps.Metrics:
   return {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "count")}
 
 
@@ -61,7 +61,25 @@ def evaluate(state, split, order, *, batch_size: int, mesh=None) -> steps.Metric
   def body(i, sums):
     batch = parallel.shard_batch(input_pipeline.get_batch(split, order, i, batch_size), mesh)
     return _add(sums, steps.eval_step(state, batch))
-  return jax.lax.fori_loop(0, order.indices.shape[0] // batch_size, body, _zero_sums())
+  return jax.lax.fori_loop(0, order.indices.shape[0] // batch_size, body, zero_sums())
+
+
+def round_up_to_devices(batch_size: int, mesh) -> int:
+  return -(-batch_size // mesh.size) * mesh.size
+
+
+def jit_steps(config: Config, steps_per_epoch: int, eval_batch_size: int, mesh):
+  """`train_batch` and `evaluate` as the loop runs them: jitted for the mesh, the state
+  and running sums donated. benchmarks/benchmark.py times these same functions."""
+  replicated = parallel.replicated(mesh)
+  train_batch_fn = jax.jit(
+      functools.partial(train_batch, steps_per_epoch=steps_per_epoch,
+                        batch_size=config.batch_size, augment=config.augment, mesh=mesh),
+      in_shardings=replicated, out_shardings=replicated, donate_argnums=(0, 1))
+  evaluate_fn = jax.jit(
+      functools.partial(evaluate, batch_size=eval_batch_size, mesh=mesh),
+      in_shardings=replicated, out_shardings=replicated)
+  return train_batch_fn, evaluate_fn
 
 
 def _check_resumable(saved: dict, config: Config) -> None:
@@ -141,19 +159,13 @@ def _train(config, workdir, checkpointer, resume, show_progress,
   # Every device holds the (small) uint8 dataset and gathers its own slice of each batch.
   train_data = input_pipeline.to_device(train_split, replicated)
   test_data = input_pipeline.to_device(test_split, replicated)
-  eval_batch_size = -(-config.eval_batch_size // mesh.size) * mesh.size
+  eval_batch_size = round_up_to_devices(config.eval_batch_size, mesh)
   test_order = jax.device_put(
       input_pipeline.sequential_order(len(test_data.labels), eval_batch_size), replicated)
   augment_key = jax.device_put(augment_key, replicated)
   schedule = optim.step_lr_schedule(config.learning_rate, steps_per_epoch,
                                     config.step_size, config.gamma, config.num_epochs)
-  train_batch_fn = jax.jit(
-      functools.partial(train_batch, steps_per_epoch=steps_per_epoch,
-                        batch_size=config.batch_size, augment=config.augment, mesh=mesh),
-      in_shardings=replicated, out_shardings=replicated, donate_argnums=(0, 1))
-  evaluate_fn = jax.jit(
-      functools.partial(evaluate, batch_size=eval_batch_size, mesh=mesh),
-      in_shardings=replicated, out_shardings=replicated)
+  train_batch_fn, evaluate_fn = jit_steps(config, steps_per_epoch, eval_batch_size, mesh)
   shuffled_order_fn = jax.jit(input_pipeline.shuffled_order, static_argnums=(1, 2),
                               out_shardings=replicated)
 
@@ -161,7 +173,7 @@ def _train(config, workdir, checkpointer, resume, show_progress,
     start = time.perf_counter()
     order = shuffled_order_fn(
         jax.random.fold_in(data_key, epoch), num_train, config.batch_size)
-    sums = jax.device_put(_zero_sums(), replicated)
+    sums = jax.device_put(zero_sums(), replicated)
     bar = reporting.progress_bar(steps_per_epoch, epoch,
                                  disable=not (show_progress and writes_files))
     # Any implicit host<->device copy inside the loop would be a hidden sync: fail loudly.

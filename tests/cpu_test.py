@@ -48,3 +48,20 @@ def test_eigen_convolutions_match_the_default_path(mnist_dir):
     assert eigen[name]["loss"] == pytest.approx(default[name]["loss"], rel=1e-5)
     for a, b in zip(default[name]["params"], eigen[name]["params"]):
       np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _devices(batch_size, env_flags=""):
+  code = ("import sys; from mnist_jax import cpu; cpu.use_host_devices(int(sys.argv[1])); "
+          "import jax; print(jax.device_count())")
+  env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=env_flags, JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", code, str(batch_size)], env=env,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  return int(result.stdout.strip().splitlines()[-1])
+
+
+def test_host_devices_split_an_even_batch_and_respect_the_users_choice():
+  # (That a batch split over CPU devices trains as on one: tests/parallel_test.py.)
+  assert _devices(256) == min(2, os.cpu_count())
+  assert _devices(255) == 1  # 2 devices could not split it
+  assert _devices(256, "--xla_force_host_platform_device_count=3") == 3

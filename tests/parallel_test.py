@@ -37,7 +37,7 @@ for n in (1, 4):
   order = jax.device_put(input_pipeline.shuffled_order(jax.random.key(1), 1000, 200), rep)
   step = jax.jit(functools.partial(trainer.train_batch, steps_per_epoch=5, batch_size=200,
                                    augment=True, mesh=mesh), in_shardings=rep, out_shardings=rep)
-  state, sums = jax.device_put(base, rep), jax.device_put(trainer._zero_sums(), rep)
+  state, sums = jax.device_put(base, rep), jax.device_put(trainer.zero_sums(), rep)
   for _ in range(5):
     state, sums = step(state, sums, split_d, order, jax.device_put(jax.random.key(2), rep))
   results[n] = (state, sums)
