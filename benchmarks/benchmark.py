@@ -12,7 +12,8 @@ same machine, each in a process of its own:
 Each times `--steps` training steps after a warm-up (compile, or the DataLoader's
 start-up), and one evaluation of the 10,000 test images. An epoch's training time is
 the step time times the epoch's step count (235 at batch 256, 118 at batch 512).
-Prints a table and writes JSON (`--out`). `--host-devices 1` and
+With `--repeats N` each side runs N times, alternating, and the run with the median
+epoch is reported. Prints a table and writes JSON (`--out`). `--host-devices 1` and
 `--default-convolutions` measure mnist-jax without train.py's CPU settings.
 """
 
@@ -96,6 +97,14 @@ def run(command: list[str]) -> dict | str:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def median_run(runs: list) -> dict | str:
+  """The run with the median training epoch (a failure, if any run failed)."""
+  failed = [m for m in runs if isinstance(m, str)]
+  if failed:
+    return failed[0]
+  return sorted(runs, key=lambda m: m["train_epoch_s"])[len(runs) // 2]
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data-dir", required=True)
@@ -106,6 +115,8 @@ def main():
                       help="CPU devices to split each batch over (train.py: 2)")
   parser.add_argument("--default-convolutions", action="store_true",
                       help="XLA's default CPU convolutions (YNNPACK), not train.py's Eigen ones")
+  parser.add_argument("--repeats", type=int, default=1,
+                      help="measure each side this many times, alternating; report the median")
   parser.add_argument("--skip-original", action="store_true", help="time mnist-jax only")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -122,17 +133,23 @@ def main():
               "--steps", str(steps)]
     jax_cmd = [sys.executable, __file__, "--worker", "--host-devices", str(args.host_devices),
                *common] + (["--default-convolutions"] if args.default_convolutions else [])
-    row = {"model": model, "batch_size": batch_size, "steps_timed": steps,
-           "mnist_jax": run(jax_cmd)}
-    if not args.skip_original:
-      row["original"] = run([sys.executable, os.path.join(ROOT, "benchmarks", "original.py"),
-                             *common])
+    measured = {"mnist_jax": [], "original": []}
+    for _ in range(args.repeats):  # alternating, so that a slow spell of the machine hits both
+      measured["mnist_jax"].append(run(jax_cmd))
+      if not args.skip_original:
+        measured["original"].append(run([sys.executable, os.path.join(ROOT, "benchmarks",
+                                                                      "original.py"), *common]))
+    row = {"model": model, "batch_size": batch_size, "steps_timed": steps}
+    for side, runs in measured.items():
+      if runs:
+        row[side] = median_run(runs)
+        row[side + "_epoch_s_all_runs"] = [m["train_epoch_s"] for m in runs if isinstance(m, dict)]
     rows.append(row)
 
   print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{time.strftime('%Y-%m-%d')}")
   print("| model | batch | code | warm-up | train epoch | images/s | eval (10k) "
-        "| epoch w/o augment | original / mnist-jax |")
+        "| input pipeline | original / mnist-jax |")
   print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     ours, theirs = r["mnist_jax"], r.get("original")
@@ -142,15 +159,23 @@ def main():
       if isinstance(m, str):
         print(f"| {r['model']} | {r['batch_size']} | {name} | failed: {m} |")
         continue
-      no_aug = (f"{m['train_epoch_no_augment_s']:.1f} s ({m['augment_cost_pct']:+.1f}%)"
-                if "train_epoch_no_augment_s" in m else "")
+      if "train_epoch_no_augment_s" in m:
+        pipeline = (f"epoch without augmentation {m['train_epoch_no_augment_s']:.1f} s "
+                    f"(augmentation {m['augment_cost_pct']:+.1f}%)")
+      else:
+        pipeline = f"DataLoader alone {m['loader_epoch_s']:.1f} s per epoch"
       ratio = ""
       if name == "mnist-jax" and isinstance(theirs, dict) and isinstance(ours, dict):
         r["speedup"] = theirs["train_epoch_s"] / ours["train_epoch_s"]
         ratio = f"{r['speedup']:.2f}x (eval {theirs['eval_s'] / ours['eval_s']:.1f}x)"
       print(f"| {r['model']} | {r['batch_size']} | {name} | {m['warmup_s']:.1f} s "
             f"| {m['train_epoch_s']:.1f} s | {m['images_per_s']:,.0f} | {m['eval_s']:.2f} s "
-            f"| {no_aug} | {ratio} |")
+            f"| {pipeline} | {ratio} |")
+  if args.repeats > 1:
+    for r in rows:
+      runs = "; ".join(f"{side} " + " / ".join(f"{t:.1f}" for t in r.get(side + "_epoch_s_all_runs", []))
+                       for side in ("mnist_jax", "original") if r.get(side + "_epoch_s_all_runs"))
+      print(f"{r['model']} b{r['batch_size']} training epoch in each run (s): {runs}")
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:
     json.dump({"machine": platform.platform(), "cores": os.cpu_count(),

@@ -14,12 +14,13 @@ import jax
 # This jaxlib routes CPU convolutions to YNNPACK, whose weight gradients are slow
 # for these shapes; the empty fusion type sends them to Eigen instead. On 2 cores
 # (benchmarks/benchmark.py with and without --default-convolutions), a training
-# epoch: TinyNet b256 63.6 -> 42.8 s, Net b512 962 -> 212 s.
+# epoch: TinyNet b256 43.1 -> 31.3 s, Net b512 588 -> 210 s.
 FAST_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 
 # The batch split over two CPU "devices" (parallel.py's data parallelism): each runs
 # its half in its own thread, which keeps both cores busier than one device's
-# intra-op threads do (benchmarks/benchmark.py --host-devices 1).
+# intra-op threads do. On 2 cores (benchmarks/benchmark.py --host-devices 1 and 2):
+# TinyNet b256 41.0 -> 31.3 s, Net b512 218 -> 210 s; 4 devices were slower than 2.
 HOST_DEVICES = 2
 
 
