@@ -84,7 +84,8 @@ def measure_jax(args) -> dict:
     start = time.perf_counter()
     jax.block_until_ready(evaluate(state, test, test_order))
     result["eval_s"] = time.perf_counter() - start
-  result["augment_cost_pct"] = 100 * (result["train_epoch_s"] / result["train_epoch_no_augment_s"] - 1)
+  result["augment_cost_pct"] = 100 * (
+      result["train_epoch_s"] / result["train_epoch_no_augment_s"] - 1)
   return result
 
 
@@ -173,8 +174,9 @@ def main():
             f"| {pipeline} | {ratio} |")
   if args.repeats > 1:
     for r in rows:
-      runs = "; ".join(f"{side} " + " / ".join(f"{t:.1f}" for t in r.get(side + "_epoch_s_all_runs", []))
-                       for side in ("mnist_jax", "original") if r.get(side + "_epoch_s_all_runs"))
+      runs = "; ".join(
+          f"{side} " + " / ".join(f"{t:.1f}" for t in r[side + "_epoch_s_all_runs"])
+          for side in ("mnist_jax", "original") if r.get(side + "_epoch_s_all_runs"))
       print(f"{r['model']} b{r['batch_size']} training epoch in each run (s): {runs}")
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:

@@ -124,7 +124,8 @@ def measure(model_name: str, batch_size: int, root: str, steps: int) -> dict:
   loader_s = (time.perf_counter() - start) / steps
 
   steps_per_epoch = len(train_loader)
-  return {"loader_epoch_s": loader_s * steps_per_epoch, "warmup_s": warmup_s, "step_ms": 1000 * step_s, "train_epoch_s": step_s * steps_per_epoch,
+  return {"loader_epoch_s": loader_s * steps_per_epoch, "warmup_s": warmup_s,
+          "step_ms": 1000 * step_s, "train_epoch_s": step_s * steps_per_epoch,
           "images_per_s": batch_size / step_s, "eval_s": eval_s,
           "torch": torch.__version__, "threads": torch.get_num_threads()}
 

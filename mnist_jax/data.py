@@ -90,7 +90,8 @@ def parse_idx(path: str, magic: int) -> np.ndarray:
 
 def load_idx_split(data_dir: str, split: str) -> Split:
   images_name, labels_name = IDX_FILES[split]
-  images_path, labels_path = find_idx_file(data_dir, images_name), find_idx_file(data_dir, labels_name)
+  images_path = find_idx_file(data_dir, images_name)
+  labels_path = find_idx_file(data_dir, labels_name)
   images = parse_idx(images_path, IMAGES_MAGIC)
   labels = parse_idx(labels_path, LABELS_MAGIC)
   if len(images) != len(labels):
