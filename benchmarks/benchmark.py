@@ -29,12 +29,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from mnist_jax import cpu  # pylint: disable=wrong-import-position
+
 CONFIGS = [("tiny", 256), ("net", 512)]
 
 
 def measure_jax(args) -> dict:
   """In a fresh process: train.py's CPU settings must precede JAX's initialisation."""
-  from mnist_jax import cpu  # pylint: disable=import-outside-toplevel
   if not args.default_convolutions:
     cpu.use_fast_convolutions()
   cpu.use_host_devices(args.batch_size, args.host_devices)
@@ -55,10 +56,9 @@ def measure_jax(args) -> dict:
                          replicated)
   key = jax.device_put(jax.random.key(2), replicated)
 
-  result = {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-            "jax": jax.__version__}
-  for augment in (True, False):
-    train_batch, evaluate = trainer.jit_steps(
+  def time_training(augment: bool):
+    """(warm-up s, s per step, final state) of `--steps` steps after the first."""
+    train_batch, _ = trainer.jit_steps(
         dataclasses.replace(config, augment=augment), steps_per_epoch, eval_batch_size, mesh)
     state = jax.device_put(create_train_state(
         jax.random.key(0), models.get_model(config.model), config, steps_per_epoch), replicated)
@@ -71,21 +71,23 @@ def measure_jax(args) -> dict:
     for _ in range(args.steps):
       state, sums = train_batch(state, sums, train, order, key)
     jax.block_until_ready(sums)
-    step_s = (time.perf_counter() - start) / args.steps
-    if not augment:
-      result["train_epoch_no_augment_s"] = step_s * steps_per_epoch
-      break
-    result.update(warmup_s=warmup_s, step_ms=1000 * step_s,
-                  train_epoch_s=step_s * steps_per_epoch,
-                  images_per_s=config.batch_size / step_s)
-    test_order = jax.device_put(
-        input_pipeline.sequential_order(len(mnist["test"].labels), eval_batch_size), replicated)
-    jax.block_until_ready(evaluate(state, test, test_order))  # compile
-    start = time.perf_counter()
-    jax.block_until_ready(evaluate(state, test, test_order))
-    result["eval_s"] = time.perf_counter() - start
-  result["augment_cost_pct"] = 100 * (
-      result["train_epoch_s"] / result["train_epoch_no_augment_s"] - 1)
+    return warmup_s, (time.perf_counter() - start) / args.steps, state
+
+  warmup_s, step_s, state = time_training(augment=True)
+  _, step_no_augment_s, _ = time_training(augment=False)
+  _, evaluate = trainer.jit_steps(config, steps_per_epoch, eval_batch_size, mesh)
+  test_order = jax.device_put(
+      input_pipeline.sequential_order(len(mnist["test"].labels), eval_batch_size), replicated)
+  jax.block_until_ready(evaluate(state, test, test_order))  # compile
+  start = time.perf_counter()
+  jax.block_until_ready(evaluate(state, test, test_order))
+  result = {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+            "jax": jax.__version__, "warmup_s": warmup_s, "step_ms": 1000 * step_s,
+            "train_epoch_s": step_s * steps_per_epoch,
+            "images_per_s": config.batch_size / step_s,
+            "eval_s": time.perf_counter() - start,
+            "train_epoch_no_augment_s": step_no_augment_s * steps_per_epoch,
+            "augment_cost_pct": 100 * (step_s / step_no_augment_s - 1)}
   return result
 
 
@@ -112,8 +114,8 @@ def main():
   parser.add_argument("--steps", type=int, default=40,
                       help="timed TinyNet steps (Net: a quarter, at least 5)")
   parser.add_argument("--out", default="benchmarks/out/benchmark.json")
-  parser.add_argument("--host-devices", type=int, default=2,
-                      help="CPU devices to split each batch over (train.py: 2)")
+  parser.add_argument("--host-devices", type=int, default=cpu.HOST_DEVICES,
+                      help=f"CPU devices to split each batch over (train.py: {cpu.HOST_DEVICES})")
   parser.add_argument("--default-convolutions", action="store_true",
                       help="XLA's default CPU convolutions (YNNPACK), not train.py's Eigen ones")
   parser.add_argument("--repeats", type=int, default=1,
