@@ -24,7 +24,8 @@ from mnist_jax.config import MODELS, Config
 # Flag -> Config field. Flags left out keep the preset's value.
 FLAG_FIELDS = {"model": "model", "batch_size": "batch_size", "epochs": "num_epochs",
                "lr": "learning_rate", "step_size": "step_size", "gamma": "gamma",
-               "seed": "seed", "data_dir": "data_dir", "train_examples": "num_train_examples"}
+               "seed": "seed", "data_dir": "data_dir", "mnist_url": "mnist_url",
+               "train_examples": "num_train_examples"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +51,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
   parser.add_argument("--seed", type=int, help=f"default: {d.seed}")
   parser.add_argument("--data-dir", help="folder with the four MNIST IDX files (.gz or not); "
                       "default: download with tensorflow-datasets")
+  parser.add_argument("--mnist-url", help="without --data-dir: where tensorflow-datasets "
+                      "downloads the four .gz files (a mirror, or file:///a/folder/); "
+                      "default: its own address")
   parser.add_argument("--train-examples", type=int,
                       help="train on the first N images only (quick runs)")
   parser.add_argument("--workdir", help="run folder; default: a new runs/<time>-<model>-<id>")
@@ -97,15 +101,10 @@ def load_preset(name: str) -> Config:
 
 
 def new_workdir(model: str) -> str:
-  """A fresh folder that no other run, even one started the same second, gets."""
+  """A fresh folder name; the random part keeps runs started in the same second apart.
+  The trainer creates the folder once the data has loaded, so a failed start leaves none."""
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  while True:
-    path = os.path.join("runs", f"{stamp}-{model}-{secrets.token_hex(3)}")
-    try:
-      os.makedirs(path)
-      return path
-    except FileExistsError:
-      continue
+  return os.path.join("runs", f"{stamp}-{model}-{secrets.token_hex(4)}")
 
 
 def main(argv=None) -> int:
@@ -125,19 +124,17 @@ def main(argv=None) -> int:
           "host)", file=sys.stderr)
     return 2
   workdir = args.workdir or new_workdir(config.model)
-  print(f"run folder: {workdir}", flush=True)
   try:
     mnist_jax.train_and_evaluate(config, workdir, resume=args.resume,
                                  show_progress=not args.no_progress)
   except (mnist_jax.DataError, checkpointing.CheckpointError, trainer.RunError) as e:
     print(f"train.py: error: {e}", file=sys.stderr)
-    if args.workdir is None and not os.listdir(workdir):
-      os.rmdir(workdir)  # the run never started: leave no empty folder behind
     return 2
   except trainer.TrainingDiverged as e:
     print(f"train.py: diverged: {e}", file=sys.stderr)
     return 3
-  print(f"done: {workdir}", flush=True)
+  if jax.process_index() == 0:
+    print(f"done: {workdir}", flush=True)
   return 0
 
 

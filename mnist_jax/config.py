@@ -17,6 +17,7 @@ class Config:
   seed: int = 0  # parameters, data order and augmentation all derive from it
   augment: bool = True  # the original's random crop+resize and rotation
   data_dir: str | None = None  # four IDX files; None: tensorflow-datasets
+  mnist_url: str | None = None  # where TFDS downloads the .gz files (a mirror, file://); None: TFDS's
   num_train_examples: int | None = None  # the first N training images (quick runs); None: all
   eval_batch_size: int = 1000
   progress_every_steps: int = 20  # progress-bar refresh; each refresh waits for the device

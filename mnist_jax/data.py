@@ -136,13 +136,16 @@ def load_tfds(data_dir: str | None = None, builder_url: str | None = None
   `builder_url` replaces the MNIST builder's download location (a local folder
   holding the four `.gz` files works).
   """
+  # Both are in requirements.txt; a partial install names what is really missing.
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise DataError(f"tensorflow-datasets is not installed (pip install tensorflow-datasets "
-                    f"tensorflow-cpu); or {TFDS_HINT}") from None
-  tf.config.set_visible_devices([], "GPU")  # TF must not take accelerator memory
+  except ImportError as e:
+    package = {"tensorflow": "tensorflow-cpu", "tensorflow_datasets": "tensorflow-datasets"}.get(
+        (e.name or "").split(".")[0], e.name)
+    raise DataError(f"downloading MNIST needs {package}, which is not installed ({e}); "
+                    f"pip install -r requirements.txt, or {TFDS_HINT}") from None
+  tf.config.set_visible_devices([], "GPU")  # TF must not take accelerator memory from JAX
   builder = tfds.builder("mnist", data_dir=data_dir)
   if builder_url is not None:
     builder.URL = builder_url
@@ -161,10 +164,11 @@ def load_tfds(data_dir: str | None = None, builder_url: str | None = None
           for name in ("train", "test")}
 
 
-def load_mnist(data_dir: str | None = None) -> dict[str, Split]:
-  """IDX files from `data_dir`, or MNIST from TFDS when `data_dir` is None."""
+def load_mnist(data_dir: str | None = None, tfds_url: str | None = None) -> dict[str, Split]:
+  """IDX files from `data_dir`, or MNIST from TFDS when `data_dir` is None (downloaded
+  from `tfds_url` when given: a mirror, or a `file://` folder with the four .gz files)."""
   if data_dir is None:
-    return load_tfds()
+    return load_tfds(builder_url=tfds_url)
   if not os.path.exists(data_dir):
     raise DataError(f"{data_dir}: no such directory; {TFDS_HINT}")
   if not os.path.isdir(data_dir):

@@ -6,6 +6,7 @@ BatchNorm batch statistics are those of the global batch, as on one device.
 """
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -20,6 +21,20 @@ def make_mesh(devices=None) -> Mesh:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def replicate(tree, mesh: Mesh):
+  """Host values, identical in every process (same seed, same files), on every device of
+  the mesh. `jax.device_put` cannot do this with more than one process: it only places
+  data on devices this process can address."""
+  sharding = replicated(mesh)
+
+  def put(x):
+    x = jax.numpy.asarray(x)  # JAX's dtype for Python numbers (int32 without x64)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+  return jax.tree.map(put, tree)
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:

@@ -7,6 +7,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mnist_jax import checkpointing
 from mnist_jax import data as data_lib
@@ -21,7 +22,7 @@ from mnist_jax.train_state import TrainState, create_train_state
 
 # Fields that may change when a run is resumed; any other change would make the
 # resumed run differ from an uninterrupted one.
-RESUMABLE_CHANGES = {"num_epochs", "data_dir", "progress_every_steps",
+RESUMABLE_CHANGES = {"num_epochs", "data_dir", "mnist_url", "progress_every_steps",
                      "keep_checkpoints", "eval_batch_size"}
 
 
@@ -117,7 +118,7 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
     raise checkpointing.CheckpointError(
         f"{workdir}: no checkpoints to resume from; run without --resume to start training")
 
-  datasets = data_lib.load_mnist(config.data_dir)
+  datasets = data_lib.load_mnist(config.data_dir, config.mnist_url)
   train_split = input_pipeline.subset(datasets["train"], config.num_train_examples)
   num_train = len(train_split.labels)
   if config.batch_size > num_train:
@@ -125,6 +126,8 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
                    f"{num_train} training examples; use at most {num_train}")
 
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    print(f"run folder: {workdir}", flush=True)
   checkpointer = checkpointing.Checkpointer(
       os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   try:
@@ -140,11 +143,10 @@ def _train(config, workdir, checkpointer, resume, show_progress,
   steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
   model = models.get_model(config.model)
   init_key, data_key, augment_key = jax.random.split(jax.random.key(config.seed), 3)
-  replicated = parallel.replicated(mesh)
   # On the mesh before a restore: orbax restores into the template's sharding, so a
   # checkpoint written on any number of devices resumes on this one.
-  state = jax.device_put(create_train_state(init_key, model, config, steps_per_epoch),
-                         replicated)
+  state = parallel.replicate(create_train_state(init_key, model, config, steps_per_epoch),
+                             mesh)
   history: list[dict] = []
   if resume:
     state, progress = checkpointer.restore(state)
@@ -157,23 +159,24 @@ def _train(config, workdir, checkpointer, resume, show_progress,
         model, {"params": state.params, "batch_stats": state.batch_stats}))
 
   # Every device holds the (small) uint8 dataset and gathers its own slice of each batch.
-  train_data = input_pipeline.to_device(train_split, replicated)
-  test_data = input_pipeline.to_device(test_split, replicated)
+  train_data = input_pipeline.to_device(train_split, mesh)
+  test_data = input_pipeline.to_device(test_split, mesh)
   eval_batch_size = round_up_to_devices(config.eval_batch_size, mesh)
-  test_order = jax.device_put(
-      input_pipeline.sequential_order(len(test_data.labels), eval_batch_size), replicated)
-  augment_key = jax.device_put(augment_key, replicated)
+  test_order = parallel.replicate(
+      input_pipeline.sequential_order(len(test_data.labels), eval_batch_size), mesh)
+  data_key, augment_key = parallel.replicate((data_key, augment_key), mesh)
   schedule = optim.step_lr_schedule(config.learning_rate, steps_per_epoch,
                                     config.step_size, config.gamma, config.num_epochs)
   train_batch_fn, evaluate_fn = jit_steps(config, steps_per_epoch, eval_batch_size, mesh)
-  shuffled_order_fn = jax.jit(input_pipeline.shuffled_order, static_argnums=(1, 2),
-                              out_shardings=replicated)
+  shuffled_order_fn = jax.jit(
+      lambda key, epoch: input_pipeline.shuffled_order(
+          jax.random.fold_in(key, epoch), num_train, config.batch_size),
+      out_shardings=parallel.replicated(mesh))
 
   for epoch in range(len(history) + 1, config.num_epochs + 1):
     start = time.perf_counter()
-    order = shuffled_order_fn(
-        jax.random.fold_in(data_key, epoch), num_train, config.batch_size)
-    sums = jax.device_put(zero_sums(), replicated)
+    order = shuffled_order_fn(data_key, parallel.replicate(np.int32(epoch), mesh))
+    sums = parallel.replicate(zero_sums(), mesh)
     bar = reporting.progress_bar(steps_per_epoch, epoch,
                                  disable=not (show_progress and writes_files))
     # Any implicit host<->device copy inside the loop would be a hidden sync: fail loudly.

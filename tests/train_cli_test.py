@@ -176,8 +176,10 @@ BAD_INPUTS = {
 
 
 def _files(folder) -> dict:
+  """Every file's bytes and every folder (None) under `folder`."""
   found = {}
-  for root, _, names in os.walk(folder):
+  for root, dirs, names in os.walk(folder):
+    found.update((os.path.join(root, d), None) for d in dirs)
     for name in names:
       path = os.path.join(root, name)
       if not os.path.islink(path):
@@ -195,7 +197,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, mnist_dir,
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
   assert words in lines[0], lines[0]
-  assert _files(tmp_path) == before  # no earlier file changed, no new file
+  assert _files(tmp_path) == before  # no earlier file changed, no new file or folder
+  assert "run folder" not in result.stdout  # no run was started
 
 
 def test_divergence_exits_3_and_keeps_the_last_good_checkpoint(tmp_path, mnist_dir):
