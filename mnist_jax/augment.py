@@ -86,7 +86,8 @@ def rotate(image_HW: jax.Array, degrees: jax.Array) -> jax.Array:
 def random_params(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
   """Per image: whether to crop (probability 0.1) and the angle, U(-15, 15) degrees."""
   crop_key, angle_key = jax.random.split(key)
-  crop_N = jax.random.bernoulli(crop_key, CROP_PROBABILITY, (n,))
+  # float32 draws whatever the x64 setting (tests run float64 references of a step).
+  crop_N = jax.random.bernoulli(crop_key, jnp.float32(CROP_PROBABILITY), (n,))
   degrees_N = jax.random.uniform(angle_key, (n,), jnp.float32, -MAX_DEGREES, MAX_DEGREES)
   return crop_N, degrees_N
 

@@ -14,10 +14,11 @@ import numpy as np
 from mnist_jax import models
 
 
-def _numpy(value) -> np.ndarray:
+def _numpy(value, dtype) -> np.ndarray:
   if hasattr(value, "detach"):  # a torch tensor, without importing torch
     value = value.detach().cpu().numpy()
-  return np.asarray(value, dtype=np.float32)
+  # A copy: a tensor's numpy view would change under the result as torch trains on.
+  return np.array(value, dtype=dtype)
 
 
 def _conv(weight_OIHW) -> np.ndarray:
@@ -33,13 +34,14 @@ def _dense(weight_OI, in_shape_CHW=None) -> np.ndarray:
   return weight_OI.T
 
 
-def from_torch_state_dict(state_dict) -> dict:
+def from_torch_state_dict(state_dict, dtype=np.float32) -> dict:
   """`{"params": ..., "batch_stats": ...}` for TinyNet, or `{"params": ...}` for Net.
 
   The model is told by the keys (BatchNorm layers mean TinyNet). Raises ValueError
   naming any missing, unexpected or mis-shaped weight. `num_batches_tracked` is dropped.
+  Values come out as `dtype` (float64 keeps a float64 model's weights exactly).
   """
-  sd = {k: _numpy(v) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+  sd = {k: _numpy(v, dtype) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
   variables = {"params": {}, "batch_stats": {}}
   for key, array in sd.items():
     layer, kind = key.rsplit(".", 1) if "." in key else (key, "")

@@ -126,8 +126,6 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
                    f"{num_train} training examples; use at most {num_train}")
 
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    print(f"run folder: {workdir}", flush=True)
   checkpointer = checkpointing.Checkpointer(
       os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   try:
@@ -154,6 +152,8 @@ def _train(config, workdir, checkpointer, resume, show_progress,
     history = progress["history"]
   writes_files = jax.process_index() == 0  # one writer in a multi-host run
   if writes_files:
+    # Only now, with the data loaded and any checkpoint restored, has the run started.
+    print(f"run folder: {workdir}", flush=True)
     reporting.write_json(os.path.join(workdir, "config.json"), config.to_dict())
     reporting.write_text(os.path.join(workdir, "model_summary.txt"), reporting.model_summary(
         model, {"params": state.params, "batch_stats": state.batch_stats}))

@@ -6,6 +6,7 @@ from PIL import Image
 
 from conftest import require
 from mnist_jax import augment
+from tolerance import U32
 
 
 @pytest.fixture(scope="module")
@@ -117,4 +118,6 @@ def test_same_key_same_output_and_different_keys_differ(digits):
 def test_normalize():
   images = jnp.array([0, 255], jnp.uint8).reshape(2, 1, 1, 1)
   np.testing.assert_allclose(augment.normalize(images).ravel(),
-                             [-0.1307 / 0.3081, (1 - 0.1307) / 0.3081], rtol=1e-6)
+                             [-0.1307 / 0.3081, (1 - 0.1307) / 0.3081], rtol=5 * U32)
+  # Four float32 roundings (/255, the subtraction, the two constants, the division; at
+  # pixel 255 the mean's rounding grows by 0.1307 / 0.8693): within 4.2u of exact.

@@ -8,6 +8,7 @@ import pytest
 from jax.test_util import check_grads
 
 from mnist_jax.batch_norm import BatchNorm
+from tolerance import EPS32, assert_within, max_abs, sum_order_bound
 
 FLAX = lambda train: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                   use_fast_variance=False)
@@ -58,13 +59,53 @@ def test_training_matches_flax_in_value_gradient_and_running_stats(masked):
   got_y, got_stats, got_grads = _train(BatchNorm(False), variables, x, mask_N, dy)
 
   real = slice(None, 9) if masked else slice(None)
-  np.testing.assert_allclose(got_y[real], want_y[real], atol=1e-5)
+  bound = _bounds(x[real], variables, dy[real])
+  assert_within(got_y[real], want_y[real], bound["y"], "y")
   for k in ("mean", "var"):
-    np.testing.assert_allclose(got_stats[k], want_stats["BatchNorm_0"][k], rtol=1e-5)
-  np.testing.assert_allclose(got_grads[0], want_grads[0], atol=2e-5)  # dx
+    assert_within(got_stats[k], want_stats["BatchNorm_0"][k], bound[k], k)
+  assert_within(got_grads[0][real], want_grads[0][real], bound["dx"], "dx")
   for k in ("scale", "bias"):
-    np.testing.assert_allclose(got_grads[1][k], want_grads[1]["BatchNorm_0"][k], rtol=1e-5,
-                               atol=1e-5)
+    assert_within(got_grads[1][k], want_grads[1]["BatchNorm_0"][k], bound[f"d{k}"], f"d{k}")
+
+
+def _bounds(x, variables, dy):
+  """How far two float32 BatchNorms may differ (first order), channel by channel: every
+  quantity comes from sums over a channel's n = N*H*W values (tolerance.py), scaled as it
+  enters the formula."""
+  x, dy = np.asarray(x, np.float64), np.asarray(dy, np.float64)
+  params = jax.tree.map(lambda v: np.asarray(v, np.float64), variables["params"])
+  n = x.size // x.shape[-1]
+  channel_max = lambda v: np.abs(v).max(axis=(0, 1, 2))
+  channel_sum = lambda v: np.abs(v).sum(axis=(0, 1, 2))
+  mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+  inv_std = 1 / np.sqrt(var + 1e-5)
+  x_hat = (x - mean) * inv_std
+  # The mean errs by its sum's rounding (the terms' magnitudes add up to sum |x|); the
+  # variance, a mean of squared deviations, by its own and through the mean's error.
+  mean_error = sum_order_bound(n, 1) * channel_sum(x) / n
+  var_error = sum_order_bound(n, 1) * var + 2 * channel_sum(x - mean) / n * mean_error
+  x_hat_error = inv_std * mean_error + channel_max(x_hat) * var_error * inv_std ** 2 / 2
+  ops = 4 * EPS32  # the few roundings of the elementwise formulas
+  gain = np.abs(params["scale"]) * inv_std
+  dbias = sum_order_bound(n, 1) * channel_sum(dy)
+  # sum(dy * x_hat): its own rounding, plus the mean's error (a shift of x_hat by
+  # mean_error * inv_std, times sum(dy)) and the variance's (a rescaling of x_hat).
+  dscale = (sum_order_bound(n, 1) * channel_sum(dy * x_hat)
+            + mean_error * inv_std * np.abs(dy.sum(axis=(0, 1, 2)))
+            + np.abs((dy * x_hat).sum(axis=(0, 1, 2))) * var_error * inv_std ** 2 / 2)
+  gain_error = gain * var_error * inv_std ** 2 / 2
+  return {
+      # y = scale * x_hat + bias
+      "y": (np.abs(params["scale"]) * x_hat_error
+            + ops * (np.abs(params["scale"]) * channel_max(x_hat) + np.abs(params["bias"]))).max(),
+      "mean": (0.1 * mean_error).max() + ops * max_abs(variables["batch_stats"]["mean"]),
+      "var": (0.1 * var_error).max() + ops * max_abs(variables["batch_stats"]["var"] + var),
+      "dbias": dbias.max(), "dscale": dscale.max(),
+      # dx = scale / std * (dy - (dbias + x_hat * dscale) / n)
+      "dx": (gain * ((dbias + channel_max(x_hat) * dscale + x_hat_error * channel_sum(dy * x_hat)) / n
+                     + ops * channel_max(dy) * (1 + channel_max(x_hat)))
+             + gain_error * channel_max(dy) * (1 + channel_max(x_hat))).max(),
+  }
 
 
 def test_padded_examples_do_not_change_the_statistics():
@@ -74,8 +115,10 @@ def test_padded_examples_do_not_change_the_statistics():
   bn = BatchNorm(False)
   y_real, stats_real = bn.apply(variables, x[:9], mutable=["batch_stats"])
   y_pad, stats_pad = bn.apply(variables, junk, mask_N, mutable=["batch_stats"])
-  np.testing.assert_allclose(y_pad[:9], y_real, atol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), stats_pad, stats_real)
+  bound = _bounds(x[:9], variables, jnp.ones_like(x[:9]))
+  assert_within(y_pad[:9], y_real, bound["y"], "y")
+  for k in ("mean", "var"):
+    assert_within(stats_pad["batch_stats"][k], stats_real["batch_stats"][k], bound[k], k)
 
 
 def test_gradient_matches_finite_differences():
@@ -84,6 +127,8 @@ def test_gradient_matches_finite_differences():
     mask_N = jnp.array([1.0, 1.0, 1.0, 0.0])
     f = lambda x: jnp.sum(BatchNorm(False).apply(variables, x, mask_N,
                                                  mutable=["batch_stats"])[0] * dy)
+    # float64 throughout: central differences with check_grads' step 1e-4 (float64's
+    # default) err by O(step^2) = 1e-8 relative; rounding adds ~1e-12.
     check_grads(f, (x,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
@@ -92,7 +137,12 @@ def test_evaluation_uses_the_running_statistics_like_flax():
   flax_vars = {k: {"BatchNorm_0": v} for k, v in variables.items()}
   want = FlaxWithMaskN(False).apply(flax_vars, x)
   got = BatchNorm(True).apply(variables, x)
-  np.testing.assert_allclose(got, want, atol=1e-6)
+  # No sums in eval mode: y = (x - mean) * scale / sqrt(var + eps) + bias, a handful of
+  # roundings of values no larger than |x - mean| * gain.
+  stats = variables["batch_stats"]
+  gain = max_abs(variables["params"]["scale"]) / np.sqrt(np.min(stats["var"]) + 1e-5)
+  assert_within(got, want, sum_order_bound(6, (max_abs(x) + max_abs(stats["mean"])) * gain
+                                           + max_abs(variables["params"]["bias"])))
 
 
 def test_initial_variables_are_flax_s():

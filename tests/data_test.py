@@ -2,6 +2,7 @@ import gzip
 import os
 import shutil
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -162,6 +163,14 @@ def test_offline_without_cache_fails_fast(tmp_path):
   with pytest.raises(data.DataError, match="--data-dir"):
     # An address nothing listens on stands in for the unreachable download server.
     data.load_tfds(str(tmp_path / "tfds"), builder_url="http://127.0.0.1:9/mnist/")
+
+
+@pytest.mark.parametrize("module, package", [("tensorflow", "tensorflow-cpu"),
+                                             ("tensorflow_datasets", "tensorflow-datasets")])
+def test_a_partial_install_names_the_missing_package(monkeypatch, module, package):
+  monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+  with pytest.raises(data.DataError, match=f"needs {package}, which is not installed"):
+    data.load_tfds()
 
 
 def test_real_tfds_builder_gives_the_same_examples(tmp_path, mnist, mnist_dir):

@@ -8,6 +8,7 @@ import pytest
 
 from mnist_jax import (Config, Net, TinyNet, TrainState, create_train_state, eval_step,
                        train_step)
+from tolerance import assert_as_accurate, assert_trees_as_accurate, to_float64
 
 
 def _state(model=None, batch_size=32):
@@ -29,6 +30,12 @@ def _batch(mnist, n=32, start=0):
           "label": jnp.asarray(mnist["train"].labels[start:start + n])}
 
 
+def _exact(fn, *args):
+  """`fn` on `args` in float64: the yardstick of the float32 results (tolerance.py)."""
+  with jax.enable_x64(True):
+    return jax.device_get(jax.jit(fn)(*to_float64(args)))
+
+
 def _tree_equal(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
@@ -48,11 +55,9 @@ def test_loss_decreases_on_a_fixed_batch(mnist):
 def test_jit_and_no_jit_agree(mnist, augment_images):
   state, batch, key = _sgd_state(), _batch(mnist), jax.random.key(3)
   step = functools.partial(train_step, augment_images=augment_images)
-  eager_state, eager_metrics = step(state, batch, key)
-  jit_state, jit_metrics = jax.jit(step)(state, batch, key)
-  for a, b in zip(jax.tree.leaves((eager_state, eager_metrics)),
-                  jax.tree.leaves((jit_state, jit_metrics))):
-    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  eager = step(state, batch, key)
+  jitted = jax.jit(step)(state, batch, key)
+  assert_trees_as_accurate(jitted, eager, _exact(step, state, batch, key))
 
 
 def test_input_state_is_not_mutated(mnist):
@@ -78,14 +83,13 @@ def test_masked_out_example_changes_nothing(mnist, model):
   ref_state, ref_metrics = step(state, real, jax.random.key(0))
   pad_state, pad_metrics = step(state, padded, jax.random.key(0))
   assert float(pad_metrics["count"]) == 24
-  for k in ref_metrics:
-    np.testing.assert_allclose(pad_metrics[k], ref_metrics[k], rtol=1e-5)
-  for a, b in zip(jax.tree.leaves((ref_state.params, ref_state.batch_stats)),
-                  jax.tree.leaves((pad_state.params, pad_state.batch_stats))):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  exact_state, exact_metrics = _exact(step, state, real, jax.random.key(0))
+  assert_trees_as_accurate(pad_metrics, ref_metrics, exact_metrics, "metrics")
+  assert_trees_as_accurate((pad_state.params, pad_state.batch_stats),
+                           (ref_state.params, ref_state.batch_stats),
+                           (exact_state.params, exact_state.batch_stats), "state")
   ev = jax.jit(eval_step)
-  for k, v in ev(state, real).items():
-    np.testing.assert_allclose(ev(state, padded)[k], v, rtol=1e-5)
+  assert_trees_as_accurate(ev(state, padded), ev(state, real), _exact(eval_step, state, real))
 
 
 def test_eval_step_counts_correct_predictions(mnist):
@@ -105,6 +109,6 @@ def test_eval_step_composes_with_vmap(mnist):
   stacked = jax.tree.map(lambda *p: jnp.stack(p), state.params, scaled)
   vmapped = jax.vmap(lambda p: eval_step(state.replace(params=p), batch))(stacked)
   for i, params in enumerate((state.params, scaled)):
-    np.testing.assert_allclose(
-        vmapped["loss_sum"][i], eval_step(state.replace(params=params), batch)["loss_sum"],
-        rtol=1e-5)
+    one = state.replace(params=params)
+    assert_as_accurate(vmapped["loss_sum"][i], eval_step(one, batch)["loss_sum"],
+                       _exact(eval_step, one, batch)["loss_sum"])

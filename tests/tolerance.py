@@ -25,6 +25,7 @@ import numpy as np
 
 U32 = 2.0 ** -24  # float32 unit roundoff
 EPS32 = 2 * U32  # float32 machine epsilon: the spacing of floats in [1, 2)
+FLOAT64_PER_FLOAT32 = 2.0 ** -53 / U32  # float64's unit roundoff in float32's
 LAM = 10.0
 
 
@@ -48,6 +49,15 @@ def assert_within(got, want, tolerance: float, what: str = ""):
   assert error <= tolerance, f"{what}: {error:.3g} > tolerance {tolerance:.3g}"
 
 
+# Adam (PyTorch's defaults b1 = 0.9, b2 = 0.999) as optax and PyTorch compute it: its
+# float32 rounding is dominated by the bias corrections 1 - b**t, computed in float32
+# from b rounded to float32 (relative error <= u), which magnify b's rounding by
+# b / (1 - b) (x9 for b1, x999 for b2); the second moment enters through a square root,
+# which halves its relative error; the remaining few operations per step add a few u.
+ADAM_B1, ADAM_B2 = 0.9, 0.999
+ADAM_RTOL = (ADAM_B1 / (1 - ADAM_B1) + ADAM_B2 / (1 - ADAM_B2) / 2 + 16) * U32  # ~3.1e-5
+
+
 # Where no sum can be named (a network's output, a few training steps), float64 is the
 # yardstick: it measures how far float32 rounding takes that very computation, on this
 # CPU with its kernels, from exact arithmetic. A float32 result computed another way
@@ -59,11 +69,15 @@ def assert_within(got, want, tolerance: float, what: str = ""):
 SAME_ROUNDING_FACTOR = 3
 
 
-def assert_as_accurate(got, reference, exact, what: str = ""):
-  """`got` is no further from the float64 `exact` than float32 `reference` is (see above)."""
+def assert_as_accurate(got, reference, exact, what: str = "", unit_ratio: float = 1.0):
+  """`got` is no further from the float64 `exact` than float32 `reference` is (see above).
+
+  For a `got` computed in float64 (and `exact` then another float64 computation), pass
+  unit_ratio=FLOAT64_PER_FLOAT32: rounding errors scale with the unit roundoff.
+  """
   exact = np.asarray(exact, np.float64)
   reference_error = max_abs(np.asarray(reference, np.float64) - exact)
-  tolerance = SAME_ROUNDING_FACTOR * reference_error + 4 * EPS32 * max_abs(exact)
+  tolerance = unit_ratio * (SAME_ROUNDING_FACTOR * reference_error + 4 * EPS32 * max_abs(exact))
   assert_within(got, exact, tolerance, f"{what} (reference's error {reference_error:.3g})")
 
 
