@@ -24,7 +24,8 @@ from mnist_jax.config import MODELS, Config
 # Flag -> Config field. Flags left out keep the preset's value.
 FLAG_FIELDS = {"model": "model", "batch_size": "batch_size", "epochs": "num_epochs",
                "lr": "learning_rate", "step_size": "step_size", "gamma": "gamma",
-               "seed": "seed", "data_dir": "data_dir", "mnist_url": "mnist_url",
+               "seed": "seed", "seeds": "num_seeds", "precise_bn": "precise_bn",
+               "data_dir": "data_dir", "mnist_url": "mnist_url",
                "train_examples": "num_train_examples"}
 
 
@@ -49,6 +50,11 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
   parser.add_argument("--steps-per-decay", type=int, help="the same as --step-size")
   parser.add_argument("--gamma", type=float, help=f"StepLR decay factor; default: {d.gamma}")
   parser.add_argument("--seed", type=int, help=f"default: {d.seed}")
+  parser.add_argument("--seeds", type=int, help="train N independent runs at once, seeds "
+                      "SEED, SEED+1, ...; report mean ± std (min-max); default: 1")
+  parser.add_argument("--precise-bn", action="store_true", default=None,
+                      help="after each epoch also evaluate with BatchNorm statistics "
+                      f"recomputed over {d.precise_bn_batches} training batches (TinyNet)")
   parser.add_argument("--data-dir", help="folder with the four MNIST IDX files (.gz or not); "
                       "default: download with tensorflow-datasets")
   parser.add_argument("--mnist-url", help="without --data-dir: where tensorflow-datasets "

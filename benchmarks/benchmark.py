@@ -5,7 +5,7 @@
 For TinyNet at batch 256 and Net at batch 512 it runs, one after the other on the
 same machine, each in a process of its own:
   * mnist-jax as train.py runs it (same XLA:CPU settings, same jitted
-    `trainer.train_batch` on the same device mesh), with and without augmentation;
+    `epoch.train_batch` on the same device mesh), with and without augmentation;
   * the original recipe in PyTorch (benchmarks/original.py: torchvision's MNIST,
     its train transform, DataLoader(num_workers=2), Adam), when torch and
     torchvision are installed (requirements-benchmark.txt).
@@ -41,7 +41,7 @@ def measure_jax(args) -> dict:
   cpu.use_host_devices(args.batch_size, args.host_devices)
   import jax  # pylint: disable=import-outside-toplevel
   from mnist_jax import (Config, create_train_state, input_pipeline, load_mnist, models,  # pylint: disable=import-outside-toplevel
-                         parallel, trainer)
+                         parallel, epoch)
 
   mnist = load_mnist(args.data_dir)
   mesh = parallel.make_mesh()
@@ -51,18 +51,18 @@ def measure_jax(args) -> dict:
   n = len(mnist["train"].labels)
   config = Config(model=args.model, batch_size=args.batch_size)
   steps_per_epoch = input_pipeline.num_batches(n, config.batch_size)
-  eval_batch_size = trainer.round_up_to_devices(config.eval_batch_size, mesh)
+  eval_batch_size = epoch.round_up_to_devices(config.eval_batch_size, mesh)
   order = jax.device_put(input_pipeline.shuffled_order(jax.random.key(1), n, config.batch_size),
                          replicated)
   key = jax.device_put(jax.random.key(2), replicated)
 
   def time_training(augment: bool):
     """(warm-up s, s per step, final state) of `--steps` steps after the first."""
-    train_batch, _ = trainer.jit_steps(
-        dataclasses.replace(config, augment=augment), steps_per_epoch, eval_batch_size, mesh)
+    train_batch = epoch.jit_epoch_functions(
+        dataclasses.replace(config, augment=augment), n, eval_batch_size, mesh).train_batch
     state = jax.device_put(create_train_state(
         jax.random.key(0), models.get_model(config.model), config, steps_per_epoch), replicated)
-    sums = jax.device_put(trainer.zero_sums(), replicated)
+    sums = jax.device_put(epoch.zero_sums(), replicated)
     start = time.perf_counter()
     state, sums = train_batch(state, sums, train, order, key)
     jax.block_until_ready(sums)
@@ -75,7 +75,7 @@ def measure_jax(args) -> dict:
 
   warmup_s, step_s, state = time_training(augment=True)
   _, step_no_augment_s, _ = time_training(augment=False)
-  _, evaluate = trainer.jit_steps(config, steps_per_epoch, eval_batch_size, mesh)
+  evaluate = epoch.jit_epoch_functions(config, n, eval_batch_size, mesh).evaluate
   test_order = jax.device_put(
       input_pipeline.sequential_order(len(mnist["test"].labels), eval_batch_size), replicated)
   jax.block_until_ready(evaluate(state, test, test_order))  # compile

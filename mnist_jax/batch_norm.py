@@ -17,6 +17,10 @@ from jax import lax
 
 _AXES = (0, 1, 2)  # N, H, W of NHWC: statistics per channel
 
+# A collection that, when the caller makes it mutable, receives each training-mode
+# batch's own mean and (biased) variance per layer: what precise BatchNorm averages.
+BATCH_MOMENTS = "batch_moments"
+
 
 def _masked_sum(x_NHWC, mask_N):
   return jnp.sum(x_NHWC * mask_N[:, None, None, None], axis=_AXES)
@@ -72,6 +76,8 @@ class BatchNorm(nn.Module):
       mask_N = jnp.ones(x_NHWC.shape[:1], x_NHWC.dtype)
     y_NHWC, mean, var = _normalize(x_NHWC, scale, bias, mask_N.astype(x_NHWC.dtype),
                                    self.epsilon)
+    self.sow(BATCH_MOMENTS, "mean", mean, reduce_fn=lambda _, new: new)
+    self.sow(BATCH_MOMENTS, "var", var, reduce_fn=lambda _, new: new)
     if not self.is_initializing():
       m = self.momentum
       ra_mean.value = m * ra_mean.value + (1 - m) * lax.stop_gradient(mean)

@@ -2,7 +2,9 @@
 
 A checkpoint is named by the number of completed epochs. With the state's step and
 the run's seed, that fixes the next epoch's data order and augmentation keys, so a
-resumed run continues exactly where the interrupted one stopped. Orbax writes each
+resumed run continues exactly where the interrupted one stopped. A run with
+--precise-bn also keeps that epoch's precise BatchNorm statistics beside the state
+(`restore_precise_batch_stats`). Orbax writes each
 checkpoint to a temporary folder and renames it when complete, so a save cut short
 by a crash is never taken for the latest.
 """
@@ -11,6 +13,9 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
+
+
+PRECISE_BN = "precise_batch_stats"
 
 
 class CheckpointError(Exception):
@@ -33,28 +38,50 @@ class Checkpointer:
   def latest_epoch(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, epoch: int, state, progress: dict) -> None:
+  def save(self, epoch: int, state, progress: dict, precise_batch_stats=None) -> None:
     """Starts an asynchronous save; `progress` is JSON (metrics history, config)."""
-    self._manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_arrays(state)),
-        progress=ocp.args.JsonSave(progress)))
+    items = {"state": ocp.args.StandardSave(_arrays(state)),
+             "progress": ocp.args.JsonSave(progress)}
+    if precise_batch_stats is not None:
+      items[PRECISE_BN] = ocp.args.StandardSave(precise_batch_stats)
+    self._manager.save(epoch, args=ocp.args.Composite(**items))
 
-  def restore(self, state_template):
-    """`(state, progress)` from the latest checkpoint, in the template's structure."""
+  def _latest(self) -> int:
     epoch = self.latest_epoch()
     if epoch is None:
       raise CheckpointError(f"{self.directory}: no checkpoint to resume from; run "
                             "without --resume to start training")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _arrays(state_template))
+    return epoch
+
+  def _restore(self, epoch: int, **items):
     try:
-      restored = self._manager.restore(epoch, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
+      return self._manager.restore(epoch, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types for unreadable checkpoints
       raise CheckpointError(
           f"{os.path.join(self.directory, str(epoch))}: cannot restore the checkpoint "
           f"({type(e).__name__}); delete that folder to fall back to an earlier one, "
           "or start a new run in another --workdir") from None
+
+  def restore_progress(self) -> dict:
+    """The latest checkpoint's JSON part alone: check it before restoring arrays."""
+    return self._restore(self._latest(), progress=ocp.args.JsonRestore())["progress"]
+
+  def restore(self, state_template):
+    """`(state, progress)` from the latest checkpoint, in the template's structure."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _arrays(state_template))
+    restored = self._restore(self._latest(), state=ocp.args.StandardRestore(abstract),
+                             progress=ocp.args.JsonRestore())
     return state_template.replace(**restored["state"]), restored["progress"]
+
+  def restore_precise_batch_stats(self, batch_stats_template, epoch: int | None = None):
+    """The precise BatchNorm statistics of a --precise-bn run (latest epoch by default),
+    in the structure of the template (a state's `batch_stats`)."""
+    epoch = self._latest() if epoch is None else epoch
+    if PRECISE_BN not in self._manager.item_metadata(epoch):
+      raise CheckpointError(f"{os.path.join(self.directory, str(epoch))}: no precise "
+                            "BatchNorm statistics; the run was made without --precise-bn")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, batch_stats_template)
+    return self._restore(epoch, **{PRECISE_BN: ocp.args.StandardRestore(abstract)})[PRECISE_BN]
 
   def close(self) -> None:
     """Waits for pending asynchronous saves, then releases the manager."""

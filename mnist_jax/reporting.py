@@ -10,6 +10,7 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import tqdm
 
 
@@ -29,12 +30,38 @@ def write_metrics(path: str, history: list[dict]) -> None:
   write_text(path, "".join(json.dumps(record) + "\n" for record in history))
 
 
+def seed_statistics(metrics: dict[str, np.ndarray], seeds: list[int]) -> dict:
+  """A record's metric fields from per-seed values. One seed: the values themselves.
+  Many: the mean under the metric's own name (what one run would report), its sample
+  standard deviation, min and max as `<name>_std/_min/_max`, the values in `per_seed`."""
+  if len(seeds) == 1:
+    return {k: float(v[0]) for k, v in metrics.items()}
+  record = {}
+  for k, v in metrics.items():
+    record.update({k: float(np.mean(v)), f"{k}_std": float(np.std(v, ddof=1)),
+                   f"{k}_min": float(np.min(v)), f"{k}_max": float(np.max(v))})
+  record["seeds"] = list(seeds)
+  record["per_seed"] = {k: [float(x) for x in v] for k, v in metrics.items()}
+  return record
+
+
+def _accuracy(record: dict, key: str) -> str:
+  text = f"{100 * record[key]:6.2f}%"
+  if f"{key}_std" in record:
+    text += (f" ± {100 * record[key + '_std']:.2f} "
+             f"({100 * record[key + '_min']:.2f}-{100 * record[key + '_max']:.2f})")
+  return text
+
+
 def format_epoch(record: dict) -> str:
-  return (f"epoch {record['epoch']:3d}  "
-          f"train loss {record['train_loss']:.4f} acc {100 * record['train_accuracy']:6.2f}%  "
-          f"test loss {record['test_loss']:.4f} acc {100 * record['test_accuracy']:6.2f}%  "
-          f"lr {record['learning_rate']:.2e}  {record['epoch_seconds']:.1f}s  "
-          f"{record['images_per_second']:,.0f} img/s")
+  """The console line; with many seeds, accuracies as mean ± std (min-max)."""
+  line = (f"epoch {record['epoch']:3d}  "
+          f"train loss {record['train_loss']:.4f} acc {_accuracy(record, 'train_accuracy')}  "
+          f"test loss {record['test_loss']:.4f} acc {_accuracy(record, 'test_accuracy')}  ")
+  if "test_accuracy_precise_bn" in record:
+    line += f"precise-BN acc {_accuracy(record, 'test_accuracy_precise_bn')}  "
+  return line + (f"lr {record['learning_rate']:.2e}  {record['epoch_seconds']:.1f}s  "
+                 f"{record['images_per_second']:,.0f} img/s")
 
 
 def progress_bar(total_steps: int, epoch: int, disable: bool = False) -> tqdm.tqdm:
@@ -43,7 +70,9 @@ def progress_bar(total_steps: int, epoch: int, disable: bool = False) -> tqdm.tq
 
 
 def plot_curves(path: str, history: list[dict]) -> None:
-  """The original's four panels: train/test loss and accuracy per epoch."""
+  """The original's four panels: train/test loss and accuracy per epoch. With many
+  seeds: the mean, a min-max band and a thin line per seed; with precise BatchNorm
+  statistics, their test curves beside the running statistics'."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -54,8 +83,21 @@ def plot_curves(path: str, history: list[dict]) -> None:
   fig, axes = plt.subplots(2, 2, figsize=(12, 8))
   for ax, (key, title) in zip(axes.flat, panels):
     scale = 100 if key.endswith("accuracy") else 1
-    ax.plot(epochs, [scale * r[key] for r in history], marker="o")
-    ax.set_title(title)
+    curves = [(key, "running BatchNorm statistics" if key.startswith("test") else None)]
+    if f"{key}_precise_bn" in history[0]:
+      curves.append((f"{key}_precise_bn", "precise BatchNorm statistics"))
+    for (name, label), color in zip(curves, ("C0", "C1")):
+      ax.plot(epochs, [scale * r[name] for r in history], marker="o", color=color,
+              label=f"{label}, mean" if label and "per_seed" in history[0] else label)
+      if "per_seed" in history[0]:
+        ax.fill_between(epochs, [scale * r[f"{name}_min"] for r in history],
+                        [scale * r[f"{name}_max"] for r in history], color=color, alpha=0.2)
+        for values in zip(*(r["per_seed"][name] for r in history)):
+          ax.plot(epochs, [scale * v for v in values], color=color, linewidth=0.5, alpha=0.6)
+    if len(curves) > 1:
+      ax.legend()
+    ax.set_title(title + (f", {len(history[0]['seeds'])} seeds (band: min-max)"
+                          if "seeds" in history[0] else ""))
     ax.set_xlabel("epoch")
     ax.set_xticks(epochs if len(epochs) <= 20 else epochs[::max(1, len(epochs) // 10)])
     ax.grid(True, alpha=0.3)

@@ -28,7 +28,7 @@ import functools, json, sys
 import jax
 jax.config.update("jax_enable_x64", True)  # for the float64 yardstick; the others stay float32
 import jax.numpy as jnp, numpy as np, optax
-from mnist_jax import Config, TinyNet, TrainState, create_train_state, data, input_pipeline, parallel, trainer
+from mnist_jax import Config, TinyNet, TrainState, create_train_state, data, input_pipeline, parallel, epoch
 
 assert jax.device_count() == 4
 mnist = data.load_mnist(sys.argv[1])
@@ -45,9 +45,9 @@ for n, dtype in ((1, jnp.float32), (4, jnp.float32), (1, jnp.float64)):
   rep = parallel.replicated(mesh)
   split_d = input_pipeline.to_device(split, mesh)
   order = jax.device_put(input_pipeline.shuffled_order(jax.random.key(1), 1000, 200), rep)
-  step = jax.jit(functools.partial(trainer.train_batch, steps_per_epoch=5, batch_size=200,
+  step = jax.jit(functools.partial(epoch.train_batch, steps_per_epoch=5, batch_size=200,
                                    augment=True, mesh=mesh), in_shardings=rep, out_shardings=rep)
-  state, sums = jax.device_put(start, rep), jax.device_put(trainer.zero_sums(), rep)
+  state, sums = jax.device_put(start, rep), jax.device_put(epoch.zero_sums(), rep)
   for _ in range(5):
     state, sums = step(state, sums, split_d, order, jax.device_put(jax.random.key(2), rep))
   results[n, dtype] = jax.device_get((state.params, state.batch_stats,

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from mnist_jax import (Config, TinyNet, checkpointing, create_train_state, input_pipeline,
-                       steps, train_and_evaluate, trainer)
+from mnist_jax import (Config, TinyNet, checkpointing, create_train_state, epoch, input_pipeline,
+                       load_mnist, steps, train_and_evaluate, trainer)
 from tolerance import assert_as_accurate, to_float64
 
 TIMING_FIELDS = ("epoch_seconds", "eval_seconds", "images_per_second")
@@ -77,7 +77,7 @@ def test_evaluation_with_a_padded_last_batch_counts_each_image_once(mnist):
   """3,000 does not divide 10,000: the last eval batch is padded and masked."""
   state = create_train_state(jax.random.key(0), TinyNet(), Config(), steps_per_epoch=1)
   test = input_pipeline.to_device(mnist["test"])
-  evaluate = jax.jit(trainer.evaluate, static_argnames="batch_size")
+  evaluate = jax.jit(epoch.evaluate, static_argnames="batch_size")
   results = {}
   for batch_size in (1000, 3000):
     order = input_pipeline.sequential_order(10_000, batch_size)
@@ -99,3 +99,52 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, s
     train_and_evaluate(config, str(tmp_path), show_progress=False)
   assert not os.path.exists(tmp_path / "training_curves.png")
   assert not os.path.exists(tmp_path / "checkpoints" / "1")
+
+
+def test_two_seeds_resume_bitwise(tmp_path, small_config):
+  config = small_config.replace(num_seeds=2, seed=3)
+  straight = train_and_evaluate(config, str(tmp_path / "a"), show_progress=False)
+  train_and_evaluate(config.replace(num_epochs=1), str(tmp_path / "b"), show_progress=False)
+  resumed = train_and_evaluate(config, str(tmp_path / "b"), resume=True, show_progress=False)
+  assert straight.params["fc"]["kernel"].shape == (2, 64, 10)  # the seed axis
+  _assert_states_equal(straight, resumed)
+  history = _history(tmp_path / "a")
+  assert history == _history(tmp_path / "b")
+  assert history[0]["seeds"] == [3, 4]
+  for key in ("train_loss", "test_accuracy"):
+    values = history[1]["per_seed"][key]
+    assert values[0] != values[1]  # two runs, not one twice
+    assert history[1][key] == pytest.approx(np.mean(values), rel=1e-12)
+    assert history[1][key + "_std"] == pytest.approx(np.std(values, ddof=1), rel=1e-12)
+    assert (history[1][key + "_min"], history[1][key + "_max"]) == (min(values), max(values))
+  with pytest.raises(trainer.RunError, match="num_seeds=2 \\(now 3\\)"):
+    train_and_evaluate(config.replace(num_seeds=3, num_epochs=3), str(tmp_path / "b"),
+                       resume=True)
+
+
+def test_precise_bn_changes_no_training_and_is_kept_for_evaluation(tmp_path, small_config):
+  plain = train_and_evaluate(small_config, str(tmp_path / "plain"), show_progress=False)
+  precise = train_and_evaluate(small_config.replace(precise_bn=True), str(tmp_path / "precise"),
+                               show_progress=False)
+  _assert_states_equal(plain, precise)  # running statistics included
+  history = _history(tmp_path / "precise")
+  for with_precise, without in zip(history, _history(tmp_path / "plain")):
+    assert {k: v for k, v in with_precise.items() if "precise" not in k} == without
+  # The checkpoint keeps them: evaluating with them gives the accuracy the run reported.
+  checkpointer = checkpointing.Checkpointer(str(tmp_path / "precise" / "checkpoints"))
+  try:
+    stats = checkpointer.restore_precise_batch_stats(precise.batch_stats)
+  finally:
+    checkpointer.close()
+  test = input_pipeline.to_device(load_mnist(small_config.data_dir)["test"])
+  sums = jax.jit(epoch.evaluate, static_argnames="batch_size")(
+      precise.replace(batch_stats=stats), test, input_pipeline.sequential_order(10_000, 1000),
+      batch_size=1000)
+  assert float(sums["correct"]) / 10_000 == history[-1]["test_accuracy_precise_bn"]
+  assert history[-1]["test_accuracy_precise_bn"] != history[-1]["test_accuracy"]
+  with pytest.raises(checkpointing.CheckpointError, match="without --precise-bn"):
+    checkpointer = checkpointing.Checkpointer(str(tmp_path / "plain" / "checkpoints"))
+    try:
+      checkpointer.restore_precise_batch_stats(plain.batch_stats)
+    finally:
+      checkpointer.close()

@@ -1,0 +1,199 @@
+"""What runs on the device each epoch: the training steps, the test pass and precise
+BatchNorm statistics, jitted for the device mesh, for one run or for many seeds at once.
+
+Many seeds (`Config.num_seeds > 1`) are one leading array axis of everything a run
+owns (state, running sums, epoch order, keys); the dataset is shared. Seed k is the
+run `--seed seed+k` gives alone. How a function is mapped over that axis changes
+speed, not meaning (`SEED_MAPS`; `benchmarks/seeds.py` measures them).
+"""
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnist_jax import augment, input_pipeline, models, parallel, steps
+from mnist_jax.batch_norm import BATCH_MOMENTS
+from mnist_jax.config import SEED_MAPS, Config
+from mnist_jax.train_state import create_train_state
+
+# SEED_MAPS: "vmap", one batched program, in which convolutions whose kernels carry the
+# seed axis become grouped convolutions; "unroll", the seeds one after another inside the
+# program, each computed as a single run computes it. (`lax.map`, a loop over the seeds
+# on the device, is slower than both on CPU and its convolutions round worse there:
+# benchmarks/seeds.py measures it.)
+
+
+def default_seed_map() -> str:
+  # XLA:CPU runs grouped convolutions and convolutions inside loops far slower than
+  # plain ones (TinyNet b256, 8 seeds: benchmarks/seeds.py, README "Many seeds"), so the
+  # CPU unrolls; GPUs and TPUs batch the seeds into one wide program.
+  return "unroll" if jax.default_backend() == "cpu" else "vmap"
+
+
+def over_seeds(fn: Callable, in_axes: tuple, num_seeds: int, how: str) -> Callable:
+  """`fn` per seed: arguments with in_axes 0 carry the seed axis, None are shared."""
+  if num_seeds == 1:
+    return fn  # no seed axis at all: a single run is exactly what it always was
+  if how == "vmap":
+    return jax.vmap(fn, in_axes=in_axes)
+
+  if how == "unroll":
+    def unrolled(*args):
+      runs = [fn(*(jax.tree.map(lambda x, k=k: x[k], a) if axis == 0 else a
+                   for a, axis in zip(args, in_axes))) for k in range(num_seeds)]
+      return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
+    return unrolled
+  raise ValueError(f"unknown seed map {how!r}; choose one of {', '.join(SEED_MAPS)}")
+
+
+def seed_values(config: Config) -> list[int]:
+  return [config.seed + k for k in range(config.num_seeds)]
+
+
+class RunKeys(NamedTuple):
+  init: jax.Array
+  data: jax.Array  # with the epoch number: that epoch's order
+  augment: jax.Array  # with the step number: that step's augmentation draws
+
+
+def run_keys(config: Config) -> RunKeys:
+  """Every random draw of a run derives from its seed (with a seed axis for many seeds)."""
+  keys = [RunKeys(*jax.random.split(jax.random.key(s), 3)) for s in seed_values(config)]
+  if config.num_seeds == 1:
+    return keys[0]
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *keys)
+
+
+def init_state(config: Config, init_key, steps_per_epoch: int):
+  model = models.get_model(config.model)
+  init = functools.partial(create_train_state, model=model, config=config,
+                           steps_per_epoch=steps_per_epoch)
+  # Random draws are elementwise in the key: vmapped they give each seed its own bits.
+  return init(init_key) if config.num_seeds == 1 else jax.vmap(init)(init_key)
+
+
+def zero_sums(num_seeds: int = 1) -> steps.Metrics:
+  shape = () if num_seeds == 1 else (num_seeds,)
+  return {k: jnp.zeros(shape, jnp.float32) for k in ("loss_sum", "correct", "count")}
+
+
+def _add(a: steps.Metrics, b: steps.Metrics) -> steps.Metrics:
+  return jax.tree.map(jnp.add, a, b)
+
+
+def train_batch(state, sums, split, order, augment_key, *, steps_per_epoch: int,
+                batch_size: int, augment: bool, mesh=None):
+  """The next step of the epoch: everything it needs is already on the device.
+
+  The batch position and the augmentation key follow from `state.step`, so the
+  host sends nothing per step and a resumed run draws the same randomness. With a
+  mesh, each device gathers and computes its own slice of the batch.
+  """
+  batch = parallel.shard_batch(
+      input_pipeline.get_batch(split, order, state.step % steps_per_epoch, batch_size), mesh)
+  key = jax.random.fold_in(augment_key, state.step)
+  state, metrics = steps.train_step(state, batch, key, augment_images=augment)
+  return state, _add(sums, metrics)
+
+
+def evaluate(state, split, order, *, batch_size: int, mesh=None) -> steps.Metrics:
+  """Metric sums over a whole split, every example exactly once."""
+  def batch_sums(i):
+    batch = parallel.shard_batch(input_pipeline.get_batch(split, order, i, batch_size), mesh)
+    return steps.eval_step(state, batch)
+  # Started from the first batch's sums, so they keep the state's float type.
+  return jax.lax.fori_loop(1, order.indices.shape[0] // batch_size,
+                           lambda i, sums: _add(sums, batch_sums(i)), batch_sums(0))
+
+
+# Augmented precise-BN draws use augment_key folded with this number, which no step
+# count reaches, so they never repeat a training step's draws.
+_PRECISE_BN_STREAM = 2 ** 32 - 1
+
+
+def precise_batch_stats(state, split, order, augment_key, *, batch_size: int,
+                        num_batches: int, augment_images: bool, mesh=None):
+  """BatchNorm population statistics with the weights fixed ("precise BN": Wu & Johnson,
+  "Rethinking 'Batch' in BatchNorm", 2021): per channel, the mean and the biased
+  variance over all images of the first `num_batches` full batches of `order`, exactly
+  (the variance adds the spread of the batch means to the mean batch variance).
+
+  Returns a `batch_stats` tree: evaluate with `state.replace(batch_stats=...)`.
+  The running statistics of a training step never enter a training-mode forward pass,
+  so computing these changes nothing in training.
+  """
+  stream = jax.random.fold_in(augment_key, _PRECISE_BN_STREAM)
+
+  def batch_moments(i):
+    batch = parallel.shard_batch(input_pipeline.get_batch(split, order, i, batch_size), mesh)
+    if augment_images:
+      images_NHWC = augment.train_transform(jax.random.fold_in(stream, i), batch["image"])
+    else:
+      images_NHWC = augment.normalize(batch["image"])
+    _, captured = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
+                                 images_NHWC, train=True, mask_N=batch["mask"],
+                                 mutable=["batch_stats", BATCH_MOMENTS])
+    return captured[BATCH_MOMENTS]
+
+  moments = jax.lax.map(batch_moments, jnp.arange(num_batches))  # leaves (K, C)
+
+  def population(layer):
+    mean = layer["mean"].mean(axis=0)
+    return {"mean": mean,
+            "var": layer["var"].mean(axis=0) + jnp.square(layer["mean"] - mean).mean(axis=0)}
+  return {name: population(layer) for name, layer in moments.items()}
+
+
+class EpochFunctions(NamedTuple):
+  """The jitted functions an epoch runs; each takes and returns the seed axis, if any."""
+  order: Callable  # (data_key, epoch) -> EpochOrder
+  train_batch: Callable  # (state, sums, split, order, augment_key) -> (state, sums)
+  evaluate: Callable  # (state, split, order) -> sums
+  precise_batch_stats: Callable | None  # (state, split, order, augment_key) -> batch_stats
+
+
+def round_up_to_devices(batch_size: int, mesh) -> int:
+  return -(-batch_size // mesh.size) * mesh.size
+
+
+def precise_bn_batches(config: Config, num_train: int) -> int:
+  """How many full training batches precise BN uses."""
+  return max(1, min(config.precise_bn_batches, num_train // config.batch_size))
+
+
+def jit_epoch_functions(config: Config, num_train: int, eval_batch_size: int,
+                        mesh) -> EpochFunctions:
+  """The functions the loop runs, jitted for the mesh, the state and running sums donated.
+  benchmarks/benchmark.py times these same functions."""
+  replicated = parallel.replicated(mesh)
+  steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
+  n, how = config.num_seeds, config.seed_map or default_seed_map()
+  jit = functools.partial(jax.jit, in_shardings=replicated, out_shardings=replicated)
+
+  def order(data_key, epoch):
+    return input_pipeline.shuffled_order(jax.random.fold_in(data_key, epoch), num_train,
+                                         config.batch_size)
+  train = functools.partial(train_batch, steps_per_epoch=steps_per_epoch,
+                            batch_size=config.batch_size, augment=config.augment, mesh=mesh)
+  test = functools.partial(evaluate, batch_size=eval_batch_size, mesh=mesh)
+  precise = functools.partial(
+      precise_batch_stats, batch_size=config.batch_size, mesh=mesh,
+      num_batches=precise_bn_batches(config, num_train),
+      augment_images=config.precise_bn_augment)
+  return EpochFunctions(
+      order=jit(over_seeds(order, (0, None), n, how)),
+      train_batch=jit(over_seeds(train, (0, 0, None, 0, 0), n, how), donate_argnums=(0, 1)),
+      evaluate=jit(over_seeds(test, (0, None, None), n, how)),
+      precise_batch_stats=(jit(over_seeds(precise, (0, None, 0, 0), n, how))
+                           if config.precise_bn else None))
+
+
+def per_seed(sums: steps.Metrics) -> tuple[np.ndarray, np.ndarray]:
+  """(mean loss, accuracy) per seed, as float64 arrays (one entry for a single run)."""
+  sums = jax.device_get(sums)
+  count = np.maximum(np.atleast_1d(np.asarray(sums["count"], np.float64)), 1.0)
+  return (np.atleast_1d(np.asarray(sums["loss_sum"], np.float64)) / count,
+          np.atleast_1d(np.asarray(sums["correct"], np.float64)) / count)

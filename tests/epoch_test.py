@@ -1,0 +1,120 @@
+"""The device side of an epoch: many seeds as one array axis, and precise BatchNorm."""
+
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from conftest import ROOT
+from tolerance import assert_as_accurate, assert_trees_as_accurate, to_float64
+from mnist_jax import Config, TinyNet, augment, create_train_state, data, epoch, input_pipeline
+
+# In a process with 4 CPU devices: 4 steps of 3 seeds (seed 5, 6, 7) trained together,
+# each seed map on one device and the default map on 4 devices, against each seed
+# trained alone on one device, in float32 and in float64 (the yardstick of rounding).
+# Seed k must be the run `--seed 5+k` gives alone: the same initialisation, data order
+# and augmentation draws, so that only float rounding (other kernels for a vmapped
+# convolution, another summation order) tells them apart. SGD, because Adam's first
+# steps are lr * sign(g): a pre-BatchNorm bias's gradient, zero but for rounding, would
+# turn summation-order noise into full-size updates (tests/parallel_test.py).
+SEEDS_SCRIPT = """
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)  # for the float64 yardstick; the rest stays float32
+import jax.numpy as jnp, numpy as np, optax
+from mnist_jax import Config, data, epoch, input_pipeline, parallel
+from mnist_jax.config import SEED_MAPS
+
+mnist = data.load_mnist(sys.argv[1])
+split = data.Split(mnist["train"].images[:1024], mnist["train"].labels[:1024])
+test = data.Split(mnist["test"].images[:1000], mnist["test"].labels[:1000])
+base = Config(batch_size=256, seed=5, num_seeds=3)
+sgd = optax.sgd(0.05)
+
+def train(config, devices, dtype=jnp.float32):
+  mesh = parallel.make_mesh(jax.devices()[:devices])
+  keys = epoch.run_keys(config)
+  state = epoch.init_state(config, keys.init, 4)
+  cast = lambda tree: jax.tree.map(lambda v: jnp.asarray(v, dtype), tree)
+  state = state.replace(params=cast(state.params), batch_stats=cast(state.batch_stats), tx=sgd,
+                        opt_state=sgd.init(state.params))
+  fns = epoch.jit_epoch_functions(config, 1024, 1000, mesh)
+  split_d = input_pipeline.to_device(split, mesh)
+  state, keys = parallel.replicate((state, keys), mesh)
+  order = fns.order(keys.data, parallel.replicate(np.int32(1), mesh))
+  sums = parallel.replicate(epoch.zero_sums(config.num_seeds), mesh)
+  for _ in range(4):
+    state, sums = fns.train_batch(state, sums, split_d, order, keys.augment)
+  test_sums = fns.evaluate(state, input_pipeline.to_device(test, mesh),
+                           parallel.replicate(input_pipeline.sequential_order(1000, 1000), mesh))
+  return jax.device_get((state.params, state.batch_stats, sums["loss_sum"],
+                         test_sums["loss_sum"]))
+
+alone = {seed: [train(base.replace(seed=seed, num_seeds=1), 1, dtype)
+                for dtype in (jnp.float32, jnp.float64)] for seed in (5, 6, 7)}
+together = {(how, 1): train(base.replace(seed_map=how), 1) for how in SEED_MAPS}
+together[epoch.default_seed_map(), 4] = train(base, 4)
+np.save(sys.argv[2], {"alone": alone, "together": together}, allow_pickle=True)
+"""
+
+
+def test_seed_k_of_many_is_the_run_its_seed_gives_alone(mnist_dir, tmp_path):
+  out = tmp_path / "seeds.npy"
+  env = dict(os.environ, PYTHONPATH=str(ROOT),
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  result = subprocess.run([sys.executable, "-c", SEEDS_SCRIPT, mnist_dir, str(out)], env=env,
+                          capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = np.load(out, allow_pickle=True).item()
+  alone, together = results["alone"], results["together"]
+  assert set(together) == {("vmap", 1), ("unroll", 1), ("unroll", 4)}
+  moved = np.abs(alone[5][0][0]["fc"]["kernel"] - alone[6][0][0]["fc"]["kernel"]).max()
+  assert moved > 1e-3  # the seeds differ
+  for (how, devices), (params, batch_stats, loss_sums, test_sums) in together.items():
+    for k, seed in enumerate((5, 6, 7)):
+      ((ref_params, ref_stats, ref_loss, ref_test),
+       (exact_params, exact_stats, exact_loss, exact_test)) = alone[seed]
+      seed_k = lambda tree, k=k: jax.tree.map(lambda x: x[k], tree)
+      what = f"{how} on {devices} device(s), seed {seed}: "
+      assert_trees_as_accurate(seed_k(params), ref_params, exact_params, what + "params")
+      assert_trees_as_accurate(seed_k(batch_stats), ref_stats, exact_stats, what + "batch_stats")
+      assert_as_accurate(loss_sums[k], ref_loss, exact_loss, what + "train loss sum")
+      assert_as_accurate(test_sums[k], ref_test, exact_test, what + "test loss sum")
+
+
+def _batch_norm_inputs(state, images_BHWC):
+  """What each BatchNorm layer normalises in a training-mode pass: conv i feeds bn i."""
+  _, captured = state.apply_fn(
+      {"params": state.params, "batch_stats": state.batch_stats}, augment.normalize(images_BHWC),
+      train=True, mutable=["batch_stats", "intermediates"],
+      capture_intermediates=lambda module, _: isinstance(module, nn.Conv))
+  return {f"bn{i}": captured["intermediates"][f"conv{i}"]["__call__"][0] for i in (1, 2, 3)}
+
+
+def test_precise_batch_stats_are_the_statistics_of_those_images(mnist):
+  """Four batches of 128: per layer, the mean and biased variance over all 512 images of
+  what that layer normalised (each batch through the training-mode pass), computed
+  directly from those activations; float64 the yardstick of rounding."""
+  images = mnist["train"].images[:512]
+  split = input_pipeline.to_device(data.Split(images, mnist["train"].labels[:512]))
+  state = create_train_state(jax.random.key(3), TinyNet(), Config(), steps_per_epoch=1)
+  got = jax.jit(epoch.precise_batch_stats,
+                static_argnames=("batch_size", "num_batches", "augment_images"))(
+      state, split, input_pipeline.sequential_order(512, 128), jax.random.key(0),
+      batch_size=128, num_batches=4, augment_images=False)
+
+  def direct(state):
+    inputs = [jax.jit(_batch_norm_inputs)(state, images[i:i + 128]) for i in range(0, 512, 128)]
+    return {layer: {"mean": np.mean(x, axis=(0, 1, 2)), "var": np.var(x, axis=(0, 1, 2))}
+            for layer in inputs[0]
+            for x in [np.concatenate([np.asarray(b[layer], np.float64) for b in inputs])]}
+  reference = direct(state)
+  with jax.enable_x64(True):
+    exact = direct(to_float64(state))
+  assert set(got) == {"bn1", "bn2", "bn3"}
+  assert_trees_as_accurate(got, reference, exact, "precise statistics ")
+  # Not the running averages, which after no training step are still 0 and 1.
+  assert np.abs(got["bn2"]["var"] - 1).max() > 0.1
