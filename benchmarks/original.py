@@ -6,8 +6,16 @@ tests/torch_parity_test.py.
     python benchmarks/original.py --data-dir ../shared/data/mnist --model tiny --batch-size 256
 
 times `--steps` training steps after a warm-up and one pass over the test set, and
-prints one JSON line. Needs torch and torchvision (requirements-benchmark.txt); the
-model classes alone need only torch.
+prints one JSON line. With `--full-run` it instead trains the original's whole recipe
+(Adam, StepLR stepped per epoch, the test pass after each epoch) once per seed,
+one seed after another, and writes every epoch's numbers to `--out` (JSON, rewritten
+after each epoch, so a cut-short run keeps what it finished):
+
+    python benchmarks/original.py --data-dir ../shared/data/mnist --full-run --seeds 8 \
+        --batch-size 256 --lr 0.01 --epochs 5 --out benchmarks/out/original-headline.json
+
+`scripts/accuracy_table.py` sets it beside a mnist-jax run. Needs torch and
+torchvision (requirements-benchmark.txt); the model classes alone need only torch.
 """
 
 import argparse
@@ -130,6 +138,47 @@ def measure(model_name: str, batch_size: int, root: str, steps: int) -> dict:
           "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+def evaluate(model, test_loader) -> tuple[float, float]:
+  """(mean loss, accuracy) over the test set, as the original's test loop computes them."""
+  model.eval()
+  loss, correct = 0.0, 0
+  with torch.no_grad():
+    for images, labels in test_loader:
+      logits = model(images)
+      loss += F.cross_entropy(logits, labels, reduction="sum").item()
+      correct += (logits.argmax(1) == labels).sum().item()
+  return loss / len(test_loader.dataset), correct / len(test_loader.dataset)
+
+
+def full_run(args, root: str, seed: int, record) -> None:
+  """The original recipe end to end for one seed; `record(epoch_dict)` after each epoch."""
+  torch.manual_seed(seed)
+  train_loader, test_loader = loaders(root, args.batch_size)
+  model = MODELS[args.model]()
+  optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+  scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size,
+                                              gamma=args.gamma)
+  for epoch in range(1, args.epochs + 1):
+    start = time.perf_counter()
+    model.train()
+    loss_sum, correct, count = 0.0, 0, 0
+    for images, labels in train_loader:
+      optimizer.zero_grad()
+      logits = model(images)
+      loss = F.cross_entropy(logits, labels)
+      loss.backward()
+      optimizer.step()
+      loss_sum += loss.item() * len(labels)
+      correct += (logits.argmax(1) == labels).sum().item()
+      count += len(labels)
+    scheduler.step()
+    epoch_s = time.perf_counter() - start
+    test_loss, test_accuracy = evaluate(model, test_loader)
+    record({"epoch": epoch, "train_loss": loss_sum / count, "train_accuracy": correct / count,
+            "test_loss": test_loss, "test_accuracy": test_accuracy, "epoch_seconds": epoch_s,
+            "eval_seconds": time.perf_counter() - start - epoch_s})
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data-dir", required=True)
@@ -137,9 +186,36 @@ def main():
   parser.add_argument("--batch-size", type=int, default=512)
   parser.add_argument("--steps", type=int, default=40)
   parser.add_argument("--scratch", default="benchmarks/out/torchvision")
+  full = parser.add_argument_group("--full-run: the whole recipe, one run per seed")
+  full.add_argument("--full-run", action="store_true")
+  full.add_argument("--seeds", type=int, default=1, help="seeds SEED, SEED+1, ...")
+  full.add_argument("--seed", type=int, default=0)
+  full.add_argument("--epochs", type=int, default=20)
+  full.add_argument("--lr", type=float, default=1e-3)
+  full.add_argument("--step-size", type=int, default=15)
+  full.add_argument("--gamma", type=float, default=0.1)
+  full.add_argument("--out", default="benchmarks/out/original-full-run.json")
   args = parser.parse_args()
   root = torchvision_root(args.data_dir, args.scratch)
-  print(json.dumps(measure(args.model, args.batch_size, root, args.steps)))
+  if not args.full_run:
+    print(json.dumps(measure(args.model, args.batch_size, root, args.steps)))
+    return
+  settings = {k: getattr(args, k) for k in ("model", "batch_size", "epochs", "lr", "step_size",
+                                            "gamma")}
+  result = {"recipe": settings, "torch": torch.__version__, "runs": []}
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  for seed in range(args.seed, args.seed + args.seeds):
+    run = {"seed": seed, "history": []}
+    result["runs"].append(run)
+
+    def record(epoch, run=run):
+      run["history"].append(epoch)
+      with open(args.out + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+      os.replace(args.out + ".tmp", args.out)
+      print(f"seed {run['seed']} epoch {epoch['epoch']}: test accuracy "
+            f"{100 * epoch['test_accuracy']:.2f}% ({epoch['epoch_seconds']:.1f} s)", flush=True)
+    full_run(args, root, seed, record)
 
 
 if __name__ == "__main__":

@@ -66,10 +66,16 @@ class Checkpointer:
     """The latest checkpoint's JSON part alone: check it before restoring arrays."""
     return self._restore(self._latest(), progress=ocp.args.JsonRestore())["progress"]
 
-  def restore(self, state_template):
-    """`(state, progress)` from the latest checkpoint, in the template's structure."""
+  def epochs(self) -> list[int]:
+    """The kept checkpoints, by completed epochs."""
+    return sorted(self._manager.all_steps())
+
+  def restore(self, state_template, epoch: int | None = None):
+    """`(state, progress)` from the latest checkpoint (or `epoch`'s), in the template's
+    structure."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _arrays(state_template))
-    restored = self._restore(self._latest(), state=ocp.args.StandardRestore(abstract),
+    restored = self._restore(self._latest() if epoch is None else epoch,
+                             state=ocp.args.StandardRestore(abstract),
                              progress=ocp.args.JsonRestore())
     return state_template.replace(**restored["state"]), restored["progress"]
 

@@ -39,14 +39,16 @@ def over_seeds(fn: Callable, in_axes: tuple, num_seeds: int, how: str) -> Callab
     return fn  # no seed axis at all: a single run is exactly what it always was
   if how == "vmap":
     return jax.vmap(fn, in_axes=in_axes)
-
   if how == "unroll":
-    def unrolled(*args):
-      runs = [fn(*(jax.tree.map(lambda x, k=k: x[k], a) if axis == 0 else a
-                   for a, axis in zip(args, in_axes))) for k in range(num_seeds)]
-      return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
-    return unrolled
+    return lambda *args: _stack([
+        fn(*(jax.tree.map(lambda x, k=k: x[k], a) if axis == 0 else a
+             for a, axis in zip(args, in_axes))) for k in range(num_seeds)])
   raise ValueError(f"unknown seed map {how!r}; choose one of {', '.join(SEED_MAPS)}")
+
+
+def _stack(trees: list):
+  """Trees of one structure as one tree with a new leading axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def seed_values(config: Config) -> list[int]:
@@ -62,9 +64,7 @@ class RunKeys(NamedTuple):
 def run_keys(config: Config) -> RunKeys:
   """Every random draw of a run derives from its seed (with a seed axis for many seeds)."""
   keys = [RunKeys(*jax.random.split(jax.random.key(s), 3)) for s in seed_values(config)]
-  if config.num_seeds == 1:
-    return keys[0]
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *keys)
+  return keys[0] if config.num_seeds == 1 else _stack(keys)
 
 
 def init_state(config: Config, init_key, steps_per_epoch: int):

@@ -54,6 +54,28 @@ def test_two_epochs_of_the_headline_recipe_on_real_mnist(tmp_path, mnist_dir):
   assert "epoch   2" in result.stdout
 
 
+def test_two_seeds_end_to_end(tmp_path, mnist_dir):
+  """`--seeds 2 --precise-bn` on a subset: per-seed files, mean ± std on the console."""
+  workdir = tmp_path / "run"
+  result = run(["--seeds", 2, "--seed", 7, "--precise-bn", "--epochs", 2, "--batch-size", 256,
+                "--lr", 0.01, "--train-examples", 2048, "--data-dir", mnist_dir,
+                "--workdir", workdir, "--no-progress"])
+  assert result.returncode == 0, result.stderr
+  history = metrics(workdir)
+  assert history[0]["seeds"] == [7, 8]
+  for record in history:
+    for key in ("test_accuracy", "test_accuracy_precise_bn"):
+      values = record["per_seed"][key]
+      assert len(values) == 2 and record[key] == pytest.approx(sum(values) / 2)
+  epoch_lines = [l for l in result.stdout.splitlines() if l.startswith("epoch")]
+  assert len(epoch_lines) == 2 and all(l.count("±") == 3 for l in epoch_lines), result.stdout
+  with Image.open(workdir / "training_curves.png") as png:
+    assert png.size[0] > 500
+  table = subprocess.run([sys.executable, str(ROOT / "scripts" / "accuracy_table.py"), workdir],
+                         capture_output=True, text=True, check=True).stdout
+  assert "n=2" in table and "precise" in table
+
+
 # ---- bad inputs: exit 2, one line on stderr naming the problem, nothing written ----
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
@@ -162,6 +184,9 @@ BAD_INPUTS = {
     "gamma 0": (_flags("--gamma", 0), "--gamma"),
     "gamma > 1": (_flags("--gamma", 1.5), "--gamma"),
     "unknown model": (_flags("--model", "resnet"), "--model"),
+    "seeds 0": (_flags("--seeds", 0), "--seeds"),
+    "precise BatchNorm without BatchNorm": (_flags("--model", "net", "--precise-bn"),
+                                            "--precise-bn: Net has no BatchNorm"),
     "step sizes disagree": (_flags("--step-size", 3, "--steps-per-decay", 4), "--step-size"),
     "unknown preset": (_flags("--config", "nope"), "--config"),
     "resume without workdir": (_flags("--resume"), "--resume"),
@@ -172,6 +197,8 @@ BAD_INPUTS = {
         _after_a_run("--resume", "--epochs", 2, spoil=_corrupt_checkpoints),
         "cannot restore the checkpoint"),
     "workdir holds a run": (_after_a_run("--lr", 0.5), "already holds a run"),
+    "resume with another seed count": (_after_a_run("--resume", "--epochs", 2, "--seeds", 2),
+                                       "num_seeds=1 (now 2)"),
 }
 
 

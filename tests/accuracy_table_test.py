@@ -1,0 +1,32 @@
+"""scripts/accuracy_table.py: the Mann-Whitney p-value behind the README's comparisons."""
+
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from accuracy_table import mann_whitney_p  # pylint: disable=wrong-import-position
+
+
+def test_exact_p_values_of_separated_samples():
+  # Completely separated samples: 2 of the C(n, m) equally likely splits are this extreme.
+  assert mann_whitney_p([1, 2, 3], [4, 5, 6]) == pytest.approx(2 / 20)
+  assert mann_whitney_p([5, 6, 7, 8], [1, 2, 3, 4]) == pytest.approx(2 / 70)
+  assert mann_whitney_p([1.0] * 4, [1.0] * 4) == 1.0
+
+
+def test_ties_and_order_do_not_matter_beyond_ranks():
+  # Mid-ranks: {98.0, 98.0} tie across the groups; p is the same under any monotone rescaling.
+  a, b = [97.1, 98.0, 98.5, 96.9], [98.0, 98.7, 99.0, 98.8]
+  p = mann_whitney_p(a, b)
+  assert p == mann_whitney_p(b, a)
+  assert p == pytest.approx(mann_whitney_p([x ** 3 for x in a], [x ** 3 for x in b]))
+  assert 0.02 < p < 0.2
+
+
+def test_normal_approximation_for_large_samples():
+  # 40 + 40 values: too many splits to enumerate; separated samples give a tiny p.
+  assert mann_whitney_p(list(range(40)), list(range(40, 80))) < 1e-10
+  assert mann_whitney_p(list(range(0, 80, 2)), list(range(1, 80, 2))) > 0.5
