@@ -76,9 +76,9 @@ class BatchNorm(nn.Module):
       mask_N = jnp.ones(x_NHWC.shape[:1], x_NHWC.dtype)
     y_NHWC, mean, var = _normalize(x_NHWC, scale, bias, mask_N.astype(x_NHWC.dtype),
                                    self.epsilon)
-    self.sow(BATCH_MOMENTS, "mean", mean, reduce_fn=lambda _, new: new)
-    self.sow(BATCH_MOMENTS, "var", var, reduce_fn=lambda _, new: new)
     if not self.is_initializing():
+      self.sow(BATCH_MOMENTS, "mean", mean, reduce_fn=lambda _, new: new)
+      self.sow(BATCH_MOMENTS, "var", var, reduce_fn=lambda _, new: new)
       m = self.momentum
       ra_mean.value = m * ra_mean.value + (1 - m) * lax.stop_gradient(mean)
       ra_var.value = m * ra_var.value + (1 - m) * lax.stop_gradient(var)
