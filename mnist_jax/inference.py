@@ -1,0 +1,60 @@
+"""A finished run as a model to ask: its latest checkpoint, and class probabilities.
+
+A run of N seeds is an ensemble: the probabilities are the mean over its seeds. A run
+made with --precise-bn answers with its precise BatchNorm statistics (README "Precise
+BatchNorm statistics"); any other with the running ones, as its test accuracy did.
+"""
+
+import json
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mnist_jax import augment, checkpointing, epoch
+from mnist_jax.config import Config
+
+
+class Model(NamedTuple):
+  state: object  # TrainState; a leading seed axis when config.num_seeds > 1
+  config: Config
+  epoch: int
+  batch_norm_statistics: str  # "precise", "running" or "none" (Net)
+
+
+def load_run(workdir: str) -> Model:
+  """The latest checkpoint of the run in `workdir`; CheckpointError when there is none."""
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(config_path):
+    raise checkpointing.CheckpointError(
+        f"{workdir}: not a run folder (no config.json); give the folder train.py wrote")
+  with open(config_path) as f:
+    config = Config(**json.load(f))
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise checkpointing.CheckpointError(
+        f"{workdir}: no checkpoints; train first, or give a run folder that finished an epoch")
+  # The structure is all the template gives; the optimizer's schedule length is irrelevant.
+  template = epoch.init_state(config, epoch.run_keys(config).init, steps_per_epoch=1)
+  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    state, progress = checkpointer.restore(template)
+    statistics = "running" if state.batch_stats else "none"
+    if config.precise_bn:
+      state = state.replace(
+          batch_stats=checkpointer.restore_precise_batch_stats(state.batch_stats))
+      statistics = "precise"
+  finally:
+    checkpointer.close()
+  return Model(state, config, progress["history"][-1]["epoch"], statistics)
+
+
+def probabilities(state, images_NHWC, num_seeds: int = 1) -> jax.Array:
+  """(N, 10) class probabilities of uint8 MNIST images (eval mode; mean over seeds)."""
+  def one(state):
+    logits_NC = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
+                               augment.normalize(images_NHWC), train=False)
+    return jax.nn.softmax(logits_NC, axis=-1)
+  if num_seeds == 1:
+    return one(state)
+  return jnp.mean(epoch.over_seeds(one, (0,), num_seeds, epoch.default_seed_map())(state), axis=0)
