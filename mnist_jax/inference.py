@@ -1,4 +1,5 @@
-"""A finished run as a model to ask: its latest checkpoint, and class probabilities.
+"""A finished run as a model to ask: its latest checkpoint, class probabilities, and the
+model exported as serialized StableHLO that runs with jax alone.
 
 A run of N seeds is an ensemble: the probabilities are the mean over its seeds. A run
 made with --precise-bn answers with its precise BatchNorm statistics (README "Precise
@@ -11,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import export
 
 from mnist_jax import augment, checkpointing, epoch
 from mnist_jax.config import Config
@@ -58,3 +60,25 @@ def probabilities(state, images_NHWC, num_seeds: int = 1) -> jax.Array:
   if num_seeds == 1:
     return one(state)
   return jnp.mean(epoch.over_seeds(one, (0,), num_seeds, epoch.default_seed_map())(state), axis=0)
+
+
+def one_seed(model: Model, seed_index: int):
+  """Seed `seed_index` of a run (the run `--seed SEED+seed_index` gives alone)."""
+  if not 0 <= seed_index < model.config.num_seeds:
+    raise ValueError(f"--seed-index {seed_index}: the run has {model.config.num_seeds} seed(s); "
+                     f"use 0 to {model.config.num_seeds - 1}")
+  if model.config.num_seeds == 1:
+    return model.state
+  return jax.tree.map(lambda x: x[seed_index], model.state)
+
+
+def export_logits(state) -> bytes:
+  """`logits_N10 = f(images_N28281)` for uint8 MNIST images of any batch size N, the
+  normalisation and the weights inside, as `jax.export` bytes. Load and run with jax alone:
+  `jax.export.deserialize(data).call(images)`."""
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+  def logits(images_NHWC):
+    return state.apply_fn(variables, augment.normalize(images_NHWC), train=False)
+  images = jax.ShapeDtypeStruct(export.symbolic_shape("n, 28, 28, 1"), jnp.uint8)
+  return bytes(export.export(jax.jit(logits))(images).serialize())

@@ -1,0 +1,56 @@
+"""Write a trained run's model as one file that runs with jax alone (no flax, no mnist_jax).
+
+    python export.py results --out tinynet.jaxexport
+    # anywhere with jax and numpy:
+    #   exported = jax.export.deserialize(open("tinynet.jaxexport", "rb").read())
+    #   logits = exported.call(images_uint8_N28281)        # any batch size N
+
+The file is `jax.export`'s serialized StableHLO of the eval-mode forward pass, the
+normalisation and the weights inside (a --precise-bn run's precise BatchNorm statistics).
+Exit status: 0 written, 2 bad input (one line on stderr; no file written).
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from mnist_jax import checkpointing, inference
+
+
+class _Parser(argparse.ArgumentParser):
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def main(argv=None) -> int:
+  parser = _Parser(description=__doc__.split("\n")[0])
+  parser.add_argument("workdir", metavar="RUN_DIR", help="a folder train.py wrote")
+  parser.add_argument("--out", required=True, help="the file to write")
+  parser.add_argument("--seed-index", type=int, default=0,
+                      help="which seed of a --seeds run (0 = its first); default: 0")
+  args = parser.parse_args(argv)
+  logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below
+  try:
+    model = inference.load_run(args.workdir)
+    data = inference.export_logits(inference.one_seed(model, args.seed_index))
+  except (checkpointing.CheckpointError, ValueError) as e:
+    print(f"export.py: error: {e}", file=sys.stderr)
+    return 2
+  tmp = f"{args.out}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+    os.replace(tmp, args.out)
+  except OSError as e:
+    print(f"export.py: error: {args.out}: cannot write ({e.strerror})", file=sys.stderr)
+    return 2
+  print(f"wrote {args.out} ({len(data):,} bytes): {model.config.model} of {args.workdir}, epoch "
+        f"{model.epoch}, seed index {args.seed_index}, "
+        f"{model.batch_norm_statistics} BatchNorm statistics")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
