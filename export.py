@@ -10,22 +10,15 @@ normalisation and the weights inside (a --precise-bn run's precise BatchNorm sta
 Exit status: 0 written, 2 bad input (one line on stderr; no file written).
 """
 
-import argparse
 import logging
 import os
 import sys
 
-from mnist_jax import checkpointing, inference
-
-
-class _Parser(argparse.ArgumentParser):
-
-  def error(self, message):
-    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+from mnist_jax import checkpointing, cli, inference
 
 
 def main(argv=None) -> int:
-  parser = _Parser(description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("workdir", metavar="RUN_DIR", help="a folder train.py wrote")
   parser.add_argument("--out", required=True, help="the file to write")
   parser.add_argument("--seed-index", type=int, default=0,

@@ -8,7 +8,6 @@ the reverse) are made into MNIST digits first (mnist_jax.preprocess). Exit statu
 predicted, 2 bad input (one line on stderr per problem; the other files are still predicted).
 """
 
-import argparse
 import json
 import logging
 import sys
@@ -16,17 +15,11 @@ import sys
 import jax
 import numpy as np
 
-from mnist_jax import checkpointing, inference, preprocess
-
-
-class _Parser(argparse.ArgumentParser):
-
-  def error(self, message):
-    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+from mnist_jax import checkpointing, cli, inference, preprocess
 
 
 def main(argv=None) -> int:
-  parser = _Parser(description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("workdir", metavar="RUN_DIR", help="a folder train.py wrote")
   parser.add_argument("images", metavar="IMAGE", nargs="+")
   parser.add_argument("--json", action="store_true", help="one JSON object per image")

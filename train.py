@@ -18,7 +18,7 @@ import sys
 import jax
 
 import mnist_jax
-from mnist_jax import checkpointing, cpu, parallel, trainer
+from mnist_jax import checkpointing, cli, cpu, parallel, trainer
 from mnist_jax.config import MODELS, Config
 
 # Flag -> Config field. Flags left out keep the preset's value.
@@ -29,16 +29,9 @@ FLAG_FIELDS = {"model": "model", "batch_size": "batch_size", "epochs": "num_epoc
                "train_examples": "num_train_examples"}
 
 
-class _Parser(argparse.ArgumentParser):
-
-  def error(self, message):
-    """One line, not argparse's usage block: the line says which flag and why."""
-    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
   d = Config()
-  parser = _Parser(description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default="default",
                       help="preset in configs/ (default, tiny_headline, net) or a .py file")
   parser.add_argument("--model", choices=MODELS, help=f"default: {d.model}")
