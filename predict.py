@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 
-import jax
 import numpy as np
 
 from mnist_jax import checkpointing, cli, inference, preprocess
@@ -40,8 +39,7 @@ def main(argv=None) -> int:
       print(f"predict.py: error: {e}", file=sys.stderr)
       failed = True
   if digits:
-    probs_NC = np.asarray(jax.jit(inference.probabilities, static_argnums=2)(
-        model.state, np.stack(digits), model.config.num_seeds))
+    probs_NC = inference.predictor(model)(np.stack(digits))
     for name, probs in zip(names, probs_NC):
       top3 = np.argsort(-probs)[:3]
       if args.json:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import export
 
 from mnist_jax import augment, checkpointing, epoch
@@ -60,6 +61,12 @@ def probabilities(state, images_NHWC, num_seeds: int = 1) -> jax.Array:
   if num_seeds == 1:
     return one(state)
   return jnp.mean(epoch.over_seeds(one, (0,), num_seeds, epoch.default_seed_map())(state), axis=0)
+
+
+def predictor(model: Model):
+  """`probs_N10 = f(digits_N28281)`: `probabilities` of the run, jitted once for its state."""
+  jitted = jax.jit(probabilities, static_argnums=2)
+  return lambda digits_NHWC: np.asarray(jitted(model.state, digits_NHWC, model.config.num_seeds))
 
 
 def one_seed(model: Model, seed_index: int):

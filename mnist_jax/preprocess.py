@@ -71,18 +71,20 @@ def to_mnist(image: Image.Image, threshold: float = 0.1) -> np.ndarray:
   return np.clip(np.rint(digit_HW), 0, 255).astype(np.uint8)[..., None]
 
 
-def load_image(path: str) -> np.ndarray:
-  """`to_mnist` of an image file; ImageError with the file's name when it cannot be read."""
+def load_image(source, name: str | None = None) -> np.ndarray:
+  """`to_mnist` of an image file (a path, or a binary file object such as an upload);
+  ImageError naming it (`name`, default the path) when it cannot be read."""
+  name = str(source) if name is None else name
   try:
-    with Image.open(path) as image:
+    with Image.open(source) as image:
       image.load()
       return to_mnist(image)
   except FileNotFoundError:
-    raise ImageError(f"{path}: no such file") from None
+    raise ImageError(f"{name}: no such file") from None
   except IsADirectoryError:
-    raise ImageError(f"{path}: is a directory, not an image") from None
+    raise ImageError(f"{name}: is a directory, not an image") from None
   except ImageError as e:
-    raise ImageError(f"{path}: {e}") from None
+    raise ImageError(f"{name}: {e}") from None
   except (OSError, SyntaxError, ValueError) as e:  # what PIL raises for what it cannot decode
-    raise ImageError(f"{path}: not an image PIL can read ({type(e).__name__}); "
+    raise ImageError(f"{name}: not an image PIL can read ({type(e).__name__}); "
                      "give a PNG or JPEG") from None
