@@ -25,6 +25,7 @@ from mnist_jax.config import MODELS, Config
 FLAG_FIELDS = {"model": "model", "batch_size": "batch_size", "epochs": "num_epochs",
                "lr": "learning_rate", "step_size": "step_size", "gamma": "gamma",
                "seed": "seed", "seeds": "num_seeds", "precise_bn": "precise_bn",
+               "steps_per_chunk": "steps_per_chunk",
                "data_dir": "data_dir", "mnist_url": "mnist_url",
                "train_examples": "num_train_examples"}
 
@@ -58,6 +59,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
   parser.add_argument("--workdir", help="run folder; default: a new runs/<time>-<model>-<id>")
   parser.add_argument("--resume", action="store_true",
                       help="continue the latest checkpoint in --workdir")
+  parser.add_argument("--steps-per-chunk", type=int,
+                      help="training steps per device program (a lax.scan of train_step); "
+                      "default: the whole epoch on GPU/TPU, one on CPU (measured fastest)")
   parser.add_argument("--no-cuda", action="store_true", help="train on the CPU")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   multi = parser.add_argument_group("multi-host (jax.distributed; one process per host)")

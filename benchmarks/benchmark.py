@@ -1,29 +1,35 @@
-"""Training and evaluation speed of mnist-jax beside the original PyTorch recipe.
+"""What users wait for, mnist-jax beside the original PyTorch recipe, on this machine.
 
-    python benchmarks/benchmark.py --data-dir ../shared/data/mnist
+    python benchmarks/benchmark.py --data-dir ../shared/data/mnist --repeats 3
 
-For TinyNet at batch 256 and Net at batch 512 it runs, one after the other on the
-same machine, each in a process of its own:
-  * mnist-jax as train.py runs it (same XLA:CPU settings, same jitted
-    `epoch.train_batch` on the same device mesh), with and without augmentation;
-  * the original recipe in PyTorch (benchmarks/original.py: torchvision's MNIST,
-    its train transform, DataLoader(num_workers=2), Adam), when torch and
-    torchvision are installed (requirements-benchmark.txt).
-Each times `--steps` training steps after a warm-up (compile, or the DataLoader's
-start-up), and one evaluation of the 10,000 test images. An epoch's training time is
-the step time times the epoch's step count (235 at batch 256, 118 at batch 512).
-With `--repeats N` each side runs N times, alternating, and the run with the median
-epoch is reported. Prints a table and writes JSON (`--out`). `--host-devices 1` and
-`--default-convolutions` measure mnist-jax without train.py's CPU settings.
+Each measurement runs in a process of its own, the two sides one after the other,
+alternating over `--repeats`, and the median is reported:
+  * a whole training epoch of TinyNet (batch 256) and of Net (batch 512), and one pass
+    over the 10,000 test images. mnist-jax as train.py runs them (its XLA:CPU settings, the
+    same jitted `epoch` functions, compiled before the clock starts; compile time is
+    reported apart); the original recipe in PyTorch (benchmarks/original.py: torchvision's
+    MNIST and train transform, DataLoader(num_workers=2), Adam, `loss.item()` per step);
+  * the original README's whole 5-epoch experiment (TinyNet, batch 256, lr 0.01, a test
+    pass after every epoch), each side's command from process start to exit:
+    `train.py` and `original.py --full-run`.
+Beside each: peak resident memory, and the achieved rate in GFLOP/s of the model's
+convolutions and linear layers (forward and backward, the same arithmetic on both sides),
+as a fraction of a large float32 matrix multiply's rate on the same cores (the better of
+XLA's and PyTorch's), a practical peak. The header names the CPU and its vector
+extensions: ratios differ between CPUs (README "Performance"). Prints a table and writes
+JSON (`--out`). Needs torch and torchvision (requirements-benchmark.txt) for the
+original's side; `--skip-original` times mnist-jax alone.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +37,32 @@ sys.path.insert(0, ROOT)
 
 from mnist_jax import cpu  # pylint: disable=wrong-import-position
 
-CONFIGS = [("tiny", 256), ("net", 512)]
+EPOCH_CONFIGS = [("tiny", 256), ("net", 512)]
+# The original README's experiment: TinyNet, batch 256, lr 0.01, 5 epochs.
+HEADLINE = ["--model", "tiny", "--batch-size", "256", "--lr", "0.01", "--epochs", "5"]
+
+
+def training_flops_per_image(model_name: str) -> float:
+  """Multiply-adds of every convolution and linear layer, x2 for FLOPs, x3 for the forward
+  pass, the input gradient and the weight gradient, less the first layer's input gradient,
+  which nobody computes. BatchNorm, pooling and the optimizer are left out (a few %)."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from mnist_jax import models  # pylint: disable=import-outside-toplevel
+  model = models.get_model(model_name)
+  images = jnp.zeros((1, 28, 28, 1))
+  variables = model.init(jax.random.key(0), images)
+  _, captured = model.apply(variables, images, capture_intermediates=lambda m, _: isinstance(
+      m, (nn.Conv, nn.Dense)), mutable=["intermediates"])
+  macs = []
+  for name, layer in captured["intermediates"].items():
+    if name == "__call__":
+      continue
+    out = layer["__call__"][0]
+    kernel = variables["params"][name]["kernel"]
+    macs.append(int(jnp.size(out)) * int(jnp.size(kernel)) // kernel.shape[-1])
+  return 2.0 * (3 * sum(macs) - macs[0])
 
 
 def measure_jax(args) -> dict:
@@ -39,88 +70,146 @@ def measure_jax(args) -> dict:
   if not args.default_convolutions:
     cpu.use_fast_convolutions()
   cpu.use_host_devices(args.batch_size, args.host_devices)
+  import resource  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  from mnist_jax import (Config, create_train_state, input_pipeline, load_mnist, models,  # pylint: disable=import-outside-toplevel
-                         parallel, epoch)
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from mnist_jax import Config, epoch, input_pipeline, load_mnist, parallel  # pylint: disable=import-outside-toplevel
 
   mnist = load_mnist(args.data_dir)
   mesh = parallel.make_mesh()
-  replicated = parallel.replicated(mesh)
+  config = Config(model=args.model, batch_size=args.batch_size,
+                  steps_per_chunk=args.steps_per_chunk)
+  num_train = len(mnist["train"].labels)
+  steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
+  chunk = min(config.steps_per_chunk or epoch.default_steps_per_chunk(
+      steps_per_epoch, config.progress_every_steps), steps_per_epoch)
+  eval_batch_size = epoch.round_up_to_devices(config.eval_batch_size, mesh)
   train = input_pipeline.to_device(mnist["train"], mesh)
   test = input_pipeline.to_device(mnist["test"], mesh)
-  n = len(mnist["train"].labels)
-  config = Config(model=args.model, batch_size=args.batch_size)
-  steps_per_epoch = input_pipeline.num_batches(n, config.batch_size)
-  eval_batch_size = epoch.round_up_to_devices(config.eval_batch_size, mesh)
-  order = jax.device_put(input_pipeline.shuffled_order(jax.random.key(1), n, config.batch_size),
-                         replicated)
-  key = jax.device_put(jax.random.key(2), replicated)
+  keys = epoch.run_keys(config)
+  state = parallel.replicate(epoch.init_state(config, keys.init, steps_per_epoch), mesh)
+  keys = parallel.replicate(keys, mesh)
+  fns = epoch.jit_epoch_functions(config, num_train, eval_batch_size, mesh)
+  order = fns.order(keys.data, parallel.replicate(np.int32(1), mesh))
+  sums = parallel.replicate(epoch.zero_sums(), mesh)
+  test_order = parallel.replicate(
+      input_pipeline.sequential_order(len(mnist["test"].labels), eval_batch_size), mesh)
 
-  def time_training(augment: bool):
-    """(warm-up s, s per step, final state) of `--steps` steps after the first."""
-    train_batch = epoch.jit_epoch_functions(
-        dataclasses.replace(config, augment=augment), n, eval_batch_size, mesh).train_batch
-    state = jax.device_put(create_train_state(
-        jax.random.key(0), models.get_model(config.model), config, steps_per_epoch), replicated)
-    sums = jax.device_put(epoch.zero_sums(), replicated)
-    start = time.perf_counter()
-    state, sums = train_batch(state, sums, train, order, key)
-    jax.block_until_ready(sums)
-    warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(args.steps):
-      state, sums = train_batch(state, sums, train, order, key)
-    jax.block_until_ready(sums)
-    return warmup_s, (time.perf_counter() - start) / args.steps, state
-
-  warmup_s, step_s, state = time_training(augment=True)
-  _, step_no_augment_s, _ = time_training(augment=False)
-  evaluate = epoch.jit_epoch_functions(config, n, eval_batch_size, mesh).evaluate
-  test_order = jax.device_put(
-      input_pipeline.sequential_order(len(mnist["test"].labels), eval_batch_size), replicated)
-  jax.block_until_ready(evaluate(state, test, test_order))  # compile
+  # Warm-up: one call of every program the epoch runs (compiling each), so that the epoch
+  # timed below is the steady state. Compile time is reported apart.
+  lengths = epoch.chunk_lengths(steps_per_epoch, chunk)
   start = time.perf_counter()
-  jax.block_until_ready(evaluate(state, test, test_order))
-  result = {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-            "jax": jax.__version__, "warmup_s": warmup_s, "step_ms": 1000 * step_s,
-            "train_epoch_s": step_s * steps_per_epoch,
-            "images_per_s": config.batch_size / step_s,
-            "eval_s": time.perf_counter() - start,
-            "train_epoch_no_augment_s": step_no_augment_s * steps_per_epoch,
-            "augment_cost_pct": 100 * (step_s / step_no_augment_s - 1)}
-  return result
+  for k in sorted(set(lengths)):
+    state, sums = fns.train_steps(k)(state, sums, train, order, keys.augment)
+  jax.block_until_ready(fns.evaluate(state, test, test_order))
+  warmup_s = time.perf_counter() - start
+
+  start = time.perf_counter()
+  state, sums = epoch.train_epoch(fns.train_steps, state, sums, train, order, keys.augment,
+                                  steps_per_epoch=steps_per_epoch, steps_per_chunk=chunk,
+                                  report_every_steps=config.progress_every_steps)
+  train_epoch_s = time.perf_counter() - start
+  start = time.perf_counter()
+  jax.block_until_ready(fns.evaluate(state, test, test_order))
+  eval_s = time.perf_counter() - start
+
+  matmul = jax.jit(lambda a, b: a @ b)
+  a = jax.random.normal(jax.random.key(0), (2048, 2048))
+  jax.block_until_ready(matmul(a, a))
+  start = time.perf_counter()
+  for _ in range(5):
+    jax.block_until_ready(matmul(a, a))
+  matmul_gflops = 2 * 2048 ** 3 * 5 / (time.perf_counter() - start) / 1e9
+  return {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+          "jax": jax.__version__, "steps_per_chunk": chunk, "warmup_s": warmup_s,
+          "train_epoch_s": train_epoch_s, "images_per_s": num_train / train_epoch_s,
+          "eval_s": eval_s, "matmul_gflops": matmul_gflops,
+          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run(command: list[str]) -> dict | str:
+def run_process(command: list[str]) -> dict:
+  """Wall time, peak resident memory (of the process and the children it waited for) and
+  exit status of a command, its output kept for the caller."""
+  with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall_s = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    err.seek(0)
+    return {"wall_s": wall_s, "peak_rss_mb": usage.ru_maxrss / 1024, "returncode": proc.returncode,
+            "stdout": out.read(), "stderr": err.read()}
+
+
+def json_line(command: list[str]) -> dict | str:
   """The JSON line a measuring process prints, or why there is none."""
-  proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-  if proc.returncode:
-    lines = proc.stderr.strip().splitlines() or ["no output"]
-    return lines[-1]
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  result = run_process(command)
+  if result["returncode"]:
+    return (result["stderr"].strip().splitlines() or ["no output"])[-1]
+  return json.loads(result["stdout"].strip().splitlines()[-1])
 
 
-def median_run(runs: list) -> dict | str:
-  """The run with the median training epoch (a failure, if any run failed)."""
+def headline_run(side: str, data_dir: str, scratch: str) -> dict | str:
+  """The 5-epoch experiment as a user runs it: one process, start to final metrics."""
+  if side == "mnist_jax":
+    workdir = tempfile.mkdtemp(dir=scratch)
+    command = [sys.executable, "train.py", *HEADLINE, "--steps-per-decay", "15",
+               "--data-dir", data_dir, "--workdir", os.path.join(workdir, "run"), "--no-progress"]
+  else:
+    out = os.path.join(tempfile.mkdtemp(dir=scratch), "original.json")
+    command = [sys.executable, os.path.join("benchmarks", "original.py"), "--full-run",
+               *HEADLINE, "--data-dir", data_dir, "--out", out]
+  result = run_process(command)
+  if result["returncode"]:
+    return (result["stderr"].strip().splitlines() or ["no output"])[-1]
+  if side == "mnist_jax":
+    with open(os.path.join(workdir, "run", "metrics.jsonl")) as f:
+      last = json.loads(f.read().splitlines()[-1])
+  else:
+    with open(out) as f:
+      last = json.load(f)["runs"][0]["history"][-1]
+  return {"wall_s": result["wall_s"], "peak_rss_mb": result["peak_rss_mb"],
+          "test_accuracy": last["test_accuracy"]}
+
+
+def median_of(runs: list, key: str) -> dict | str:
+  """The run with the median `key` (a failure, if any run failed)."""
   failed = [m for m in runs if isinstance(m, str)]
   if failed:
     return failed[0]
-  return sorted(runs, key=lambda m: m["train_epoch_s"])[len(runs) // 2]
+  return sorted(runs, key=lambda m: m[key])[len(runs) // 2]
+
+
+def cpu_description() -> str:
+  name, flags = platform.processor() or platform.machine(), []
+  try:
+    with open("/proc/cpuinfo") as f:
+      info = f.read()
+    name = next(l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name"))
+    flags = next(l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags"))
+  except (OSError, StopIteration):
+    pass
+  vector = [f for f in flags if f.startswith(("avx", "amx", "fma")) or f in ("sse4_2",)]
+  return f"{name} ({' '.join(vector) or 'vector extensions unknown'}), {os.cpu_count()} cores"
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data-dir", required=True)
-  parser.add_argument("--steps", type=int, default=40,
-                      help="timed TinyNet steps (Net: a quarter, at least 5)")
   parser.add_argument("--out", default="benchmarks/out/benchmark.json")
+  parser.add_argument("--repeats", type=int, default=1,
+                      help="measure each side this many times, alternating; report the median")
+  parser.add_argument("--models", default="tiny,net", help="whose epochs to time: tiny, net")
+  parser.add_argument("--skip-headline", action="store_true",
+                      help="leave out the whole 5-epoch run")
+  parser.add_argument("--skip-original", action="store_true", help="time mnist-jax only")
   parser.add_argument("--host-devices", type=int, default=cpu.HOST_DEVICES,
                       help=f"CPU devices to split each batch over (train.py: {cpu.HOST_DEVICES})")
   parser.add_argument("--default-convolutions", action="store_true",
                       help="XLA's default CPU convolutions (YNNPACK), not train.py's Eigen ones")
-  parser.add_argument("--repeats", type=int, default=1,
-                      help="measure each side this many times, alternating; report the median")
-  parser.add_argument("--skip-original", action="store_true", help="time mnist-jax only")
+  parser.add_argument("--steps-per-chunk", type=int,
+                      help="training steps per device program (train.py's flag); default: its")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--model", help=argparse.SUPPRESS)
   parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
@@ -128,31 +217,53 @@ def main():
   if args.worker:
     print(json.dumps(measure_jax(args)))
     return
+  sides = ["mnist_jax"] + ([] if args.skip_original else ["original"])
+  os.makedirs("benchmarks/out", exist_ok=True)
+  scratch = tempfile.mkdtemp(dir="benchmarks/out")
 
   rows = []
-  for model, batch_size in CONFIGS:
-    steps = args.steps if model == "tiny" else max(5, args.steps // 4)
-    common = ["--data-dir", args.data_dir, "--model", model, "--batch-size", str(batch_size),
-              "--steps", str(steps)]
-    jax_cmd = [sys.executable, __file__, "--worker", "--host-devices", str(args.host_devices),
-               *common] + (["--default-convolutions"] if args.default_convolutions else [])
-    measured = {"mnist_jax": [], "original": []}
+  for model, batch_size in [c for c in EPOCH_CONFIGS if c[0] in args.models.split(",")]:
+    common = ["--data-dir", args.data_dir, "--model", model, "--batch-size", str(batch_size)]
+    commands = {
+        "mnist_jax": [sys.executable, __file__, "--worker", "--host-devices",
+                      str(args.host_devices), *common]
+                     + (["--default-convolutions"] if args.default_convolutions else [])
+                     + (["--steps-per-chunk", str(args.steps_per_chunk)]
+                        if args.steps_per_chunk else []),
+        "original": [sys.executable, os.path.join(ROOT, "benchmarks", "original.py"), *common]}
+    measured = {side: [] for side in sides}
     for _ in range(args.repeats):  # alternating, so that a slow spell of the machine hits both
-      measured["mnist_jax"].append(run(jax_cmd))
-      if not args.skip_original:
-        measured["original"].append(run([sys.executable, os.path.join(ROOT, "benchmarks",
-                                                                      "original.py"), *common]))
-    row = {"model": model, "batch_size": batch_size, "steps_timed": steps}
+      for side in sides:
+        measured[side].append(json_line(commands[side]))
+        print(f"{model} {side}: {measured[side][-1]}", file=sys.stderr, flush=True)
+    row = {"model": model, "batch_size": batch_size,
+           "flops_per_image": training_flops_per_image(model)}
     for side, runs in measured.items():
-      if runs:
-        row[side] = median_run(runs)
-        row[side + "_epoch_s_all_runs"] = [m["train_epoch_s"] for m in runs if isinstance(m, dict)]
+      row[side] = median_of(runs, "train_epoch_s")
+      row[side + "_all"] = runs
     rows.append(row)
 
-  print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{time.strftime('%Y-%m-%d')}")
-  print("| model | batch | code | warm-up | train epoch | images/s | eval (10k) "
-        "| input pipeline | original / mnist-jax |")
+  headline = {}
+  if not args.skip_headline:
+    for side in sides:
+      headline[side + "_all"] = []
+    for _ in range(args.repeats):
+      for side in sides:
+        headline[side + "_all"].append(headline_run(side, args.data_dir, scratch))
+        print(f"headline {side}: {headline[side + '_all'][-1]}", file=sys.stderr, flush=True)
+    for side in sides:
+      headline[side] = median_of(headline[side + "_all"], "wall_s")
+
+  peaks = [m["matmul_gflops"] for r in rows for s in sides for m in r[s + "_all"]
+           if isinstance(m, dict)]
+  peak = max(peaks) if peaks else float("nan")
+  print(f"{cpu_description()}; {time.strftime('%Y-%m-%d')}")
+  for side in sides:
+    rates = [m["matmul_gflops"] for r in rows for m in r[side + "_all"] if isinstance(m, dict)]
+    if rates:
+      print(f"float32 2048x2048 matrix multiply, {side}: {statistics.median(rates):.0f} GFLOP/s")
+  print("\n| model | batch | code | compile / start-up | train epoch | GFLOP/s (of peak) | "
+        "eval (10k) | peak memory | original / mnist-jax |")
   print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     ours, theirs = r["mnist_jax"], r.get("original")
@@ -162,28 +273,47 @@ def main():
       if isinstance(m, str):
         print(f"| {r['model']} | {r['batch_size']} | {name} | failed: {m} |")
         continue
-      if "train_epoch_no_augment_s" in m:
-        pipeline = (f"epoch without augmentation {m['train_epoch_no_augment_s']:.1f} s "
-                    f"(augmentation {m['augment_cost_pct']:+.1f}%)")
-      else:
-        pipeline = f"DataLoader alone {m['loader_epoch_s']:.1f} s per epoch"
+      gflops = r["flops_per_image"] * 60000 / m["train_epoch_s"] / 1e9
+      m["gflops"], m["fraction_of_peak"] = gflops, gflops / peak
+      memory = f"{m['peak_rss_mb']:,.0f} MB" + (
+          f" + workers {m['peak_rss_worker_mb']:,.0f} MB" if "peak_rss_worker_mb" in m else "")
       ratio = ""
-      if name == "mnist-jax" and isinstance(theirs, dict) and isinstance(ours, dict):
-        r["speedup"] = theirs["train_epoch_s"] / ours["train_epoch_s"]
-        ratio = f"{r['speedup']:.2f}x (eval {theirs['eval_s'] / ours['eval_s']:.1f}x)"
+      if name == "mnist-jax" and isinstance(theirs, dict):
+        r["speedup"] = theirs["train_epoch_s"] / m["train_epoch_s"]
+        ratio = f"{r['speedup']:.2f}x (eval {theirs['eval_s'] / m['eval_s']:.1f}x)"
       print(f"| {r['model']} | {r['batch_size']} | {name} | {m['warmup_s']:.1f} s "
-            f"| {m['train_epoch_s']:.1f} s | {m['images_per_s']:,.0f} | {m['eval_s']:.2f} s "
-            f"| {pipeline} | {ratio} |")
+            f"| {m['train_epoch_s']:.1f} s | {gflops:.1f} ({100 * gflops / peak:.0f}%) "
+            f"| {m['eval_s']:.2f} s | {memory} | {ratio} |")
+  if headline:
+    ours, theirs = headline["mnist_jax"], headline.get("original")
+    print("\nThe original README's experiment (TinyNet, batch 256, lr 0.01, 5 epochs), "
+          "process start to exit:")
+    for name, m in (("mnist-jax (train.py)", ours), ("original (original.py --full-run)", theirs)):
+      if isinstance(m, str):
+        print(f"  {name}: failed: {m}")
+      elif m is not None:
+        print(f"  {name}: {m['wall_s']:.1f} s, final test accuracy "
+              f"{100 * m['test_accuracy']:.2f}%, peak memory {m['peak_rss_mb']:,.0f} MB")
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+      headline["speedup"] = theirs["wall_s"] / ours["wall_s"]
+      print(f"  original / mnist-jax: {headline['speedup']:.2f}x")
   if args.repeats > 1:
+    print("\nEach run (s):")
     for r in rows:
-      runs = "; ".join(
-          f"{side} " + " / ".join(f"{t:.1f}" for t in r[side + "_epoch_s_all_runs"])
-          for side in ("mnist_jax", "original") if r.get(side + "_epoch_s_all_runs"))
-      print(f"{r['model']} b{r['batch_size']} training epoch in each run (s): {runs}")
+      for side in sides:
+        print(f"  {r['model']} b{r['batch_size']} {side} train epoch: " + " / ".join(
+            f"{m['train_epoch_s']:.1f}" if isinstance(m, dict) else "failed"
+            for m in r[side + "_all"]))
+    for side in sides:
+      if headline:
+        print(f"  headline run {side}: " + " / ".join(
+            f"{m['wall_s']:.1f}" if isinstance(m, dict) else "failed"
+            for m in headline[side + "_all"]))
+  shutil.rmtree(scratch)
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:
-    json.dump({"machine": platform.platform(), "cores": os.cpu_count(),
-               "date": time.strftime("%Y-%m-%d"), "rows": rows}, f, indent=2)
+    json.dump({"cpu": cpu_description(), "date": time.strftime("%Y-%m-%d"),
+               "matmul_peak_gflops": peak, "rows": rows, "headline": headline}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def main():
     state = epoch.init_state(config, keys.init, steps_per_epoch)
     fns = epoch.jit_epoch_functions(config, num_train, 1000, mesh)
     order = fns.order(keys.data, np.int32(1))
-    step = lax_map_step(config) if variant == "lax.map" else fns.train_batch
+    step = lax_map_step(config) if variant == "lax.map" else fns.train_steps(1)
     return step, parallel.replicate(
         (state, epoch.zero_sums(config.num_seeds), order, keys.augment), mesh)
 

@@ -18,6 +18,7 @@ class Config:
   seed: int = 0  # parameters, data order and augmentation all derive from it
   num_seeds: int = 1  # independent runs trained together: seeds seed, seed+1, ...
   seed_map: str | None = None  # how seeds are computed (speed only); None: per backend
+  steps_per_chunk: int | None = None  # training steps per device program; None: per backend
   precise_bn: bool = False  # also evaluate with BatchNorm statistics recomputed per epoch
   precise_bn_batches: int = 40  # training batches they are recomputed over
   precise_bn_augment: bool = False  # those batches with the train transform (else clean)
@@ -41,10 +42,11 @@ class Config:
       found.append(f"--model: unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
     for name, flag in (("batch_size", "--batch-size"), ("num_epochs", "--epochs"),
                        ("num_seeds", "--seeds"), ("precise_bn_batches", "precise_bn_batches"),
+                       ("steps_per_chunk", "--steps-per-chunk"),
                        ("step_size", "--step-size"), ("eval_batch_size", "eval_batch_size"),
                        ("progress_every_steps", "progress_every_steps"),
                        ("keep_checkpoints", "keep_checkpoints")):
-      if getattr(self, name) < 1:
+      if getattr(self, name) is not None and getattr(self, name) < 1:
         found.append(f"{flag}: must be a positive integer, got {getattr(self, name)}")
     if self.num_train_examples is not None and self.num_train_examples < 1:
       found.append(f"--train-examples: must be positive, got {self.num_train_examples}")

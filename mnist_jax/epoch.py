@@ -26,6 +26,9 @@ from mnist_jax.train_state import create_train_state
 # benchmarks/seeds.py measures it.)
 
 
+CPU_STEPS_PER_CHUNK = 1
+
+
 def default_seed_map() -> str:
   # XLA:CPU runs grouped convolutions and convolutions inside loops far slower than
   # plain ones (TinyNet b256, 8 seeds: benchmarks/seeds.py, README "Many seeds"), so the
@@ -49,6 +52,20 @@ def over_seeds(fn: Callable, in_axes: tuple, num_seeds: int, how: str) -> Callab
 def _stack(trees: list):
   """Trees of one structure as one tree with a new leading axis."""
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def default_steps_per_chunk(steps_per_epoch: int, progress_every_steps: int) -> int:
+  # A GPU or TPU runs the whole epoch as one program: TinyNet's steps are far too small
+  # to fill one, and each dispatch would cost more than the step. XLA:CPU ...
+  if jax.default_backend() != "cpu":
+    return steps_per_epoch
+  return CPU_STEPS_PER_CHUNK
+
+
+def chunk_lengths(steps_per_epoch: int, steps_per_chunk: int) -> list[int]:
+  """An epoch's steps in chunks of `steps_per_chunk`, the last one shorter if need be."""
+  full, rest = divmod(steps_per_epoch, steps_per_chunk)
+  return [steps_per_chunk] * full + ([rest] if rest else [])
 
 
 def seed_values(config: Config) -> list[int]:
@@ -97,6 +114,45 @@ def train_batch(state, sums, split, order, augment_key, *, steps_per_epoch: int,
   key = jax.random.fold_in(augment_key, state.step)
   state, metrics = steps.train_step(state, batch, key, augment_images=augment)
   return state, _add(sums, metrics)
+
+
+def repeat_steps(train_batch_fn: Callable, num_steps: int) -> Callable:
+  """`num_steps` consecutive calls of `train_batch_fn` (`train_batch` with its options
+  bound) as one loop on the device (`lax.scan`): one dispatch, no host round trip.
+  `train_step` stays the whole step: the loop is built around it."""
+  if num_steps == 1:
+    return train_batch_fn
+
+  def train_steps(state, sums, split, order, augment_key):
+    def step(carry, _):
+      return train_batch_fn(*carry, split, order, augment_key), None
+    return jax.lax.scan(step, (state, sums), None, length=num_steps)[0]
+  return train_steps
+
+
+# XLA:CPU with several host devices can deadlock when many multi-device programs are
+# queued at once: an all-reduce waits for the other device's thread, which sits behind the
+# queue (seen with ~235 TinyNet steps queued on 2 devices, not with 30). The epoch loop
+# waits for the device at least this often.
+MAX_QUEUED_PROGRAMS = 20
+
+
+def train_epoch(train_steps: Callable, state, sums, split, order, augment_key, *,
+                steps_per_epoch: int, steps_per_chunk: int, report_every_steps: int,
+                report: Callable[[int], None] = lambda steps_done: None):
+  """An epoch's steps from the host: `train_steps(num_steps)` (EpochFunctions.train_steps)
+  per chunk. Waits for the device and calls `report(steps_done)` whenever another
+  `report_every_steps` steps are done, and at the end; nothing is fetched per step."""
+  done, queued = 0, 0
+  for num_steps in chunk_lengths(steps_per_epoch, steps_per_chunk):
+    state, sums = train_steps(num_steps)(state, sums, split, order, augment_key)
+    done, queued = done + num_steps, queued + 1
+    if (done // report_every_steps > (done - num_steps) // report_every_steps
+        or done == steps_per_epoch or queued == MAX_QUEUED_PROGRAMS):
+      sums["count"].block_until_ready()
+      queued = 0
+      report(done)
+  return state, sums
 
 
 def evaluate(state, split, order, *, batch_size: int, mesh=None) -> steps.Metrics:
@@ -150,7 +206,9 @@ def precise_batch_stats(state, split, order, augment_key, *, batch_size: int,
 class EpochFunctions(NamedTuple):
   """The jitted functions an epoch runs; each takes and returns the seed axis, if any."""
   order: Callable  # (data_key, epoch) -> EpochOrder
-  train_batch: Callable  # (state, sums, split, order, augment_key) -> (state, sums)
+  # num_steps -> jitted (state, sums, split, order, augment_key) -> (state, sums): the
+  # next num_steps steps (compiled once per num_steps).
+  train_steps: Callable
   evaluate: Callable  # (state, split, order) -> sums
   precise_batch_stats: Callable | None  # (state, split, order, augment_key) -> batch_stats
 
@@ -183,9 +241,11 @@ def jit_epoch_functions(config: Config, num_train: int, eval_batch_size: int,
       precise_batch_stats, batch_size=config.batch_size, mesh=mesh,
       num_batches=precise_bn_batches(config, num_train),
       augment_images=config.precise_bn_augment)
+  train = over_seeds(train, (0, 0, None, 0, 0), n, how)
   return EpochFunctions(
       order=jit(over_seeds(order, (0, None), n, how)),
-      train_batch=jit(over_seeds(train, (0, 0, None, 0, 0), n, how), donate_argnums=(0, 1)),
+      train_steps=functools.cache(
+          lambda num_steps: jit(repeat_steps(train, num_steps), donate_argnums=(0, 1))),
       evaluate=jit(over_seeds(test, (0, None, None), n, how)),
       precise_batch_stats=(jit(over_seeds(precise, (0, None, 0, 0), n, how))
                            if config.precise_bn else None))

@@ -48,7 +48,6 @@ def make_server(model: inference.Model, workdir: str, host: str = "127.0.0.1",
   """A server (not yet serving: call `serve_forever`) for the page and its predictions.
   Port 0 picks a free port: `server.server_address` says which."""
   predict = inference.predictor(model)
-  predict(np.zeros((1, 28, 28, 1), np.uint8))  # compile now, not on the first stroke
   lock = threading.Lock()  # one prediction at a time: the page asks far less often than that
   page = PAGE.read_text().replace("{{model}}", html.escape(describe(model, workdir))).encode()
 
@@ -92,4 +91,6 @@ def make_server(model: inference.Model, workdir: str, host: str = "127.0.0.1",
     def log_message(self, format, *args):  # pylint: disable=redefined-builtin
       pass  # one line per stroke would bury the address the user needs
 
-  return http.server.ThreadingHTTPServer((host, port), Handler)
+  server = http.server.ThreadingHTTPServer((host, port), Handler)  # a taken port fails here
+  predict(np.zeros((1, 28, 28, 1), np.uint8))  # compile now, not on the first stroke
+  return server

@@ -21,7 +21,7 @@ from mnist_jax.train_state import TrainState
 # Fields that may change when a run is resumed; any other change would make the
 # resumed run differ from an uninterrupted one.
 RESUMABLE_CHANGES = {"num_epochs", "data_dir", "mnist_url", "progress_every_steps",
-                     "keep_checkpoints", "eval_batch_size", "seed_map", "precise_bn",
+                     "keep_checkpoints", "eval_batch_size", "seed_map", "steps_per_chunk", "precise_bn",
                      "precise_bn_batches", "precise_bn_augment"}
 
 
@@ -114,6 +114,8 @@ def _train(config, workdir, checkpointer, resume, show_progress,
   schedule = optim.step_lr_schedule(config.learning_rate, steps_per_epoch,
                                     config.step_size, config.gamma, config.num_epochs)
   fns = epoch_lib.jit_epoch_functions(config, num_train, eval_batch_size, mesh)
+  steps_per_chunk = min(config.steps_per_chunk or epoch_lib.default_steps_per_chunk(
+      steps_per_epoch, config.progress_every_steps), steps_per_epoch)
 
   for epoch in range(len(history) + 1, config.num_epochs + 1):
     start = time.perf_counter()
@@ -123,11 +125,11 @@ def _train(config, workdir, checkpointer, resume, show_progress,
                                  disable=not (show_progress and writes_files))
     # Any implicit host<->device copy inside the loop would be a hidden sync: fail loudly.
     with jax.transfer_guard("disallow"):
-      for i in range(1, steps_per_epoch + 1):
-        state, sums = fns.train_batch(state, sums, train_data, order, keys.augment)
-        if i % config.progress_every_steps == 0 or i == steps_per_epoch:
-          sums["count"].block_until_ready()
-          bar.update(i - bar.n)
+      state, sums = epoch_lib.train_epoch(
+          fns.train_steps, state, sums, train_data, order, keys.augment,
+          steps_per_epoch=steps_per_epoch, steps_per_chunk=steps_per_chunk,
+          report_every_steps=config.progress_every_steps,
+          report=lambda done: bar.update(done - bar.n))
     bar.close()
     train_loss, train_accuracy = epoch_lib.per_seed(sums)
     train_seconds = time.perf_counter() - start
