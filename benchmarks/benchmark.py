@@ -81,8 +81,8 @@ def measure_jax(args) -> dict:
                   steps_per_chunk=args.steps_per_chunk)
   num_train = len(mnist["train"].labels)
   steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
-  chunk = min(config.steps_per_chunk or epoch.default_steps_per_chunk(
-      steps_per_epoch, config.progress_every_steps), steps_per_epoch)
+  chunk = min(config.steps_per_chunk or epoch.default_steps_per_chunk(steps_per_epoch),
+              steps_per_epoch)
   eval_batch_size = epoch.round_up_to_devices(config.eval_batch_size, mesh)
   train = input_pipeline.to_device(mnist["train"], mesh)
   test = input_pipeline.to_device(mnist["test"], mesh)

@@ -26,9 +26,6 @@ from mnist_jax.train_state import create_train_state
 # benchmarks/seeds.py measures it.)
 
 
-CPU_STEPS_PER_CHUNK = 1
-
-
 def default_seed_map() -> str:
   # XLA:CPU runs grouped convolutions and convolutions inside loops far slower than
   # plain ones (TinyNet b256, 8 seeds: benchmarks/seeds.py, README "Many seeds"), so the
@@ -54,12 +51,16 @@ def _stack(trees: list):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def default_steps_per_chunk(steps_per_epoch: int, progress_every_steps: int) -> int:
-  # A GPU or TPU runs the whole epoch as one program: TinyNet's steps are far too small
-  # to fill one, and each dispatch would cost more than the step. XLA:CPU ...
-  if jax.default_backend() != "cpu":
-    return steps_per_epoch
-  return CPU_STEPS_PER_CHUNK
+def default_steps_per_chunk(steps_per_epoch: int) -> int:
+  """Training steps per device program (`Config.steps_per_chunk`), per backend.
+
+  A GPU or TPU runs the whole epoch as one program: TinyNet's steps are far too small to
+  fill one, and launching each from the host would cost more than it computes. On CPU
+  a step is long beside its dispatch (~0.1 s for TinyNet), and every chunk length is one
+  more compilation: one step per program (benchmarks/benchmark.py --steps-per-chunk
+  measures others; README "Performance").
+  """
+  return steps_per_epoch if jax.default_backend() != "cpu" else 1
 
 
 def chunk_lengths(steps_per_epoch: int, steps_per_chunk: int) -> list[int]:

@@ -114,8 +114,9 @@ def _train(config, workdir, checkpointer, resume, show_progress,
   schedule = optim.step_lr_schedule(config.learning_rate, steps_per_epoch,
                                     config.step_size, config.gamma, config.num_epochs)
   fns = epoch_lib.jit_epoch_functions(config, num_train, eval_batch_size, mesh)
-  steps_per_chunk = min(config.steps_per_chunk or epoch_lib.default_steps_per_chunk(
-      steps_per_epoch, config.progress_every_steps), steps_per_epoch)
+  steps_per_chunk = min(
+      config.steps_per_chunk or epoch_lib.default_steps_per_chunk(steps_per_epoch),
+      steps_per_epoch)
 
   for epoch in range(len(history) + 1, config.num_epochs + 1):
     start = time.perf_counter()
