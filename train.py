@@ -61,7 +61,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
                       help="continue the latest checkpoint in --workdir")
   parser.add_argument("--steps-per-chunk", type=int,
                       help="training steps per device program (a lax.scan of train_step); "
-                      "default: the whole epoch on GPU/TPU, one on CPU (measured fastest)")
+                      "default: the whole epoch on GPU/TPU, 1 on CPU")
   parser.add_argument("--no-cuda", action="store_true", help="train on the CPU")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   multi = parser.add_argument_group("multi-host (jax.distributed; one process per host)")

@@ -55,14 +55,17 @@ def test_two_epochs_of_the_headline_recipe_on_real_mnist(tmp_path, mnist_dir):
 
 
 def test_two_seeds_end_to_end(tmp_path, mnist_dir):
-  """`--seeds 2 --precise-bn` on a subset: per-seed files, mean ± std on the console."""
+  """`--seeds 2 --precise-bn` on a subset, 8 steps an epoch trained in chunks of 3, 3 and 2
+  steps: per-seed files, mean ± std on the console."""
   workdir = tmp_path / "run"
   result = run(["--seeds", 2, "--seed", 7, "--precise-bn", "--epochs", 2, "--batch-size", 256,
+                "--steps-per-chunk", 3,
                 "--lr", 0.01, "--train-examples", 2048, "--data-dir", mnist_dir,
                 "--workdir", workdir, "--no-progress"])
   assert result.returncode == 0, result.stderr
   history = metrics(workdir)
   assert history[0]["seeds"] == [7, 8]
+  assert json.loads((workdir / "config.json").read_text())["steps_per_chunk"] == 3
   for record in history:
     for key in ("test_accuracy", "test_accuracy_precise_bn"):
       values = record["per_seed"][key]
@@ -185,6 +188,7 @@ BAD_INPUTS = {
     "gamma > 1": (_flags("--gamma", 1.5), "--gamma"),
     "unknown model": (_flags("--model", "resnet"), "--model"),
     "seeds 0": (_flags("--seeds", 0), "--seeds"),
+    "steps per chunk 0": (_flags("--steps-per-chunk", 0), "--steps-per-chunk"),
     "precise BatchNorm without BatchNorm": (_flags("--model", "net", "--precise-bn"),
                                             "--precise-bn: Net has no BatchNorm"),
     "step sizes disagree": (_flags("--step-size", 3, "--steps-per-decay", 4), "--step-size"),
