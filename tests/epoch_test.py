@@ -7,6 +7,7 @@ import sys
 import flax.linen as nn
 import jax
 import numpy as np
+import pytest
 
 from conftest import ROOT
 from tolerance import assert_as_accurate, assert_trees_as_accurate, to_float64
@@ -120,38 +121,45 @@ def test_precise_batch_stats_are_the_statistics_of_those_images(mnist):
   assert np.abs(got["bn2"]["var"] - 1).max() > 0.1
 
 
-def _train_in_chunks(mnist, chunks: list[int], dtype):
-  """The first steps of a TinyNet run (batch 256, 5 steps an epoch), `chunks` steps per
-  device program; SGD (see SEEDS_SCRIPT) so that float64 can serve as the yardstick."""
-  import optax  # pylint: disable=import-outside-toplevel
+@pytest.fixture(scope="module")
+def first_steps(mnist):
+  """The pieces of a TinyNet run (batch 256, 5 steps an epoch), its epoch functions jitted
+  once for the tests below."""
   from mnist_jax import parallel  # pylint: disable=import-outside-toplevel
   config = Config(batch_size=256)
   split = input_pipeline.to_device(
       data.Split(mnist["train"].images[:1280], mnist["train"].labels[:1280]))
   keys = epoch.run_keys(config)
+  fns = epoch.jit_epoch_functions(config, 1280, 1000, parallel.make_mesh(jax.devices()[:1]))
+  return config, split, keys, fns, fns.order(keys.data, np.int32(1))
+
+
+def _train_in_chunks(first_steps, chunks: list[int], dtype):
+  """Those first steps, `chunks` steps per device program; SGD (see SEEDS_SCRIPT) so that
+  float64 can serve as the yardstick."""
+  import optax  # pylint: disable=import-outside-toplevel
+  config, split, keys, fns, order = first_steps
   state = epoch.init_state(config, keys.init, steps_per_epoch=5)
   sgd = optax.sgd(0.05)
   cast = lambda tree: jax.tree.map(lambda v: np.asarray(v, dtype), tree)
   state = state.replace(params=cast(state.params), batch_stats=cast(state.batch_stats), tx=sgd,
                         opt_state=sgd.init(cast(state.params)))
-  fns = epoch.jit_epoch_functions(config, 1280, 1000, parallel.make_mesh(jax.devices()[:1]))
-  order = fns.order(keys.data, np.int32(1))
   sums = cast(epoch.zero_sums())  # the loop carries them: one float type throughout
   for num_steps in chunks:
     state, sums = fns.train_steps(num_steps)(state, sums, split, order, keys.augment)
   return jax.device_get((state.step, state.params, state.batch_stats, sums))
 
 
-def test_chunked_steps_are_the_per_step_loop(mnist):
+def test_chunked_steps_are_the_per_step_loop(first_steps):
   """One epoch as chunks of 2, 2 and 1 steps, and as one chunk of 5 (each a `lax.scan` on
   the device), against five programs of one step: the same steps in the same order,
   apart at most by float rounding (bitwise equal on this project's CPUs)."""
-  reference = _train_in_chunks(mnist, [1] * 5, np.float32)
+  reference = _train_in_chunks(first_steps, [1] * 5, np.float32)
   with jax.enable_x64(True):
-    exact = _train_in_chunks(mnist, [1] * 5, np.float64)
+    exact = _train_in_chunks(first_steps, [1] * 5, np.float64)
   assert epoch.chunk_lengths(5, 2) == [2, 2, 1]
   for chunks in ([2, 2, 1], [5]):
-    step, params, batch_stats, sums = _train_in_chunks(mnist, chunks, np.float32)
+    step, params, batch_stats, sums = _train_in_chunks(first_steps, chunks, np.float32)
     assert step == 5
     what = f"chunks {chunks}: "
     assert_trees_as_accurate(params, reference[1], exact[1], what + "params")
@@ -159,23 +167,18 @@ def test_chunked_steps_are_the_per_step_loop(mnist):
     assert_trees_as_accurate(sums, reference[3], exact[3], what + "sums")
 
 
-def test_the_epoch_loop_reports_on_schedule_and_never_queues_too_much(mnist):
-  """45 steps, one program each, reporting every 1000 steps: the loop still waits for the
-  device every MAX_QUEUED_PROGRAMS programs (a long queue of 2-device programs can
-  deadlock XLA:CPU), and at the end; chunks of 10 report at every 10."""
-  from mnist_jax import parallel  # pylint: disable=import-outside-toplevel
-  config = Config(batch_size=16)
-  split = input_pipeline.to_device(
-      data.Split(mnist["train"].images[:720], mnist["train"].labels[:720]))
-  keys = epoch.run_keys(config)
-  fns = epoch.jit_epoch_functions(config, 720, 1000, parallel.make_mesh(jax.devices()[:1]))
-  order = fns.order(keys.data, np.int32(1))
+def test_the_epoch_loop_reports_on_schedule_and_never_queues_too_much(first_steps):
+  """45 steps (the 5 batches nine times over), one program each, reporting every 1000
+  steps: the loop still waits for the device every MAX_QUEUED_PROGRAMS programs (a long
+  queue of 2-device programs can deadlock XLA:CPU), and at the end; chunks of 2 report at
+  every 10 steps."""
+  config, split, keys, fns, order = first_steps
   most = epoch.MAX_QUEUED_PROGRAMS
   for chunk, every, want in ((1, 1000, [*range(most, 45, most), 45]),
-                             (10, 10, [10, 20, 30, 40, 45])):
+                             (2, 10, [10, 20, 30, 40, 45])):
     reports = []
     state, _ = epoch.train_epoch(
-        fns.train_steps, epoch.init_state(config, keys.init, 45), epoch.zero_sums(), split,
+        fns.train_steps, epoch.init_state(config, keys.init, 5), epoch.zero_sums(), split,
         order, keys.augment, steps_per_epoch=45, steps_per_chunk=chunk,
         report_every_steps=every, report=reports.append)
     assert reports == want
