@@ -134,17 +134,23 @@ def first_steps(mnist):
   return config, split, keys, fns, fns.order(keys.data, np.int32(1))
 
 
-def _train_in_chunks(first_steps, chunks: list[int], dtype):
-  """Those first steps, `chunks` steps per device program; SGD (see SEEDS_SCRIPT) so that
-  float64 can serve as the yardstick."""
+def _sgd_start(first_steps, dtype):
+  """The initial state with SGD in `dtype`, and zero running sums of that type."""
   import optax  # pylint: disable=import-outside-toplevel
-  config, split, keys, fns, order = first_steps
+  config, _, keys, _, _ = first_steps
   state = epoch.init_state(config, keys.init, steps_per_epoch=5)
   sgd = optax.sgd(0.05)
   cast = lambda tree: jax.tree.map(lambda v: np.asarray(v, dtype), tree)
   state = state.replace(params=cast(state.params), batch_stats=cast(state.batch_stats), tx=sgd,
                         opt_state=sgd.init(cast(state.params)))
-  sums = cast(epoch.zero_sums())  # the loop carries them: one float type throughout
+  return state, cast(epoch.zero_sums())  # the loop carries the sums: one float type
+
+
+def _train_in_chunks(first_steps, chunks: list[int], dtype):
+  """Those first steps, `chunks` steps per device program; SGD (see SEEDS_SCRIPT) so that
+  float64 can serve as the yardstick."""
+  _, split, keys, fns, order = first_steps
+  state, sums = _sgd_start(first_steps, dtype)
   for num_steps in chunks:
     state, sums = fns.train_steps(num_steps)(state, sums, split, order, keys.augment)
   return jax.device_get((state.step, state.params, state.batch_stats, sums))
@@ -172,14 +178,14 @@ def test_the_epoch_loop_reports_on_schedule_and_never_queues_too_much(first_step
   steps: the loop still waits for the device every MAX_QUEUED_PROGRAMS programs (a long
   queue of 2-device programs can deadlock XLA:CPU), and at the end; chunks of 2 report at
   every 10 steps."""
-  config, split, keys, fns, order = first_steps
+  _, split, keys, fns, order = first_steps
   most = epoch.MAX_QUEUED_PROGRAMS
   for chunk, every, want in ((1, 1000, [*range(most, 45, most), 45]),
                              (2, 10, [10, 20, 30, 40, 45])):
     reports = []
     state, _ = epoch.train_epoch(
-        fns.train_steps, epoch.init_state(config, keys.init, 5), epoch.zero_sums(), split,
-        order, keys.augment, steps_per_epoch=45, steps_per_chunk=chunk,
+        fns.train_steps, *_sgd_start(first_steps, np.float32), split, order, keys.augment,
+        steps_per_epoch=45, steps_per_chunk=chunk,
         report_every_steps=every, report=reports.append)
     assert reports == want
     assert int(state.step) == 45
