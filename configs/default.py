@@ -2,8 +2,8 @@
 
     python train.py --data-dir ../shared/data/mnist
 
-Should reach about 98.9% test accuracy after 20 epochs (results/README table;
-the original script: 98.73%).
+Four seeds (0-3) reached 98.64% ± 0.03 (98.61-98.67) test accuracy after 20 epochs;
+the original, 98.66% ± 0.01 over 2 runs (README "Results").
 """
 
 from mnist_jax.config import Config
