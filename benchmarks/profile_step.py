@@ -78,8 +78,9 @@ def main():
     events = json.load(f)
   events = events["traceEvents"] if isinstance(events, dict) else events
   hlo = "\n".join(open(p).read() for p in glob.glob(f"{dump}/*after_optimizations.txt"))
-  layer = {m.group(1): m.group(2) for m in re.finditer(
-      r"%([\w.\-]+) = .*?op_name=\"jit\(train_batch\)/([^\"]*)\"", hlo)}
+  layer = {m.group(1): "" for m in re.finditer(r"%([\w.\-]+) = ", hlo)}
+  layer.update({m.group(1): m.group(2) for m in re.finditer(
+      r"%([\w.\-]+) = .*?op_name=\"jit\(train_batch\)/([^\"]*)\"", hlo)})
   device_us = collections.Counter()
   for event in events:
     # One complete event per operation the XLA:CPU runtime executed ("thunks").
