@@ -6,8 +6,8 @@ batch_stats `mean`, `var`) and computes the same numbers as
 tests/batch_norm_test.py checks in value, gradient and running statistics, masked
 or not. The difference is the gradient: autodiff differentiates through the batch
 mean and variance and leaves XLA ~10 channel reductions per layer, each a pass
-over the activations; the closed form below needs two. And every per-channel sum
-is a vector-matrix product (`_sum_per_channel` says why).
+over the activations; the closed form below needs two. The forward statistics'
+per-channel sums are partly vector-matrix products (`_sum_per_channel` says why).
 """
 
 import flax.linen as nn
@@ -36,9 +36,9 @@ def _sum_per_channel(x_NHWC, weights_N):
   """
   n, h, w, c = x_NHWC.shape
   group = next(g for g in range(min(n, 32), 0, -1) if n % g == 0)
-  partial_GHWC = jnp.einsum("gk,gkf->gf", weights_N.reshape(n // group, group),
+  partial_GF = jnp.einsum("gk,gkf->gf", weights_N.reshape(n // group, group),
                             x_NHWC.reshape(n // group, group, h * w * c))
-  return partial_GHWC.reshape(-1, c).sum(axis=0)
+  return partial_GF.reshape(-1, c).sum(axis=0)
 
 
 def _normalize_fwd(x_NHWC, scale, bias, mask_N, epsilon):

@@ -4,8 +4,8 @@ as convolutions in that same layout: what XLA:CPU runs with its fast (Eigen) ker
 Why: XLA:CPU rewrites autodiff's gradient convolutions (kernel "OI", or batch and
 feature swapped) into that layout only at a program's top level. Inside a loop body
 (`lax.scan` of training steps) it leaves them as they are and runs them as plain loop
-nests: a scan of TinyNet steps ran 6x slower than the same steps one program each, of
-Net steps 55x. Written out here, a step is the same fast program inside a loop as
+nests, many times slower than the same steps one program each (issue #13: 17-25x for
+TinyNet; tests/conv_test.py checks the compiled layouts). Written out here, a step is the same fast program inside a loop as
 outside one; at the top level the numbers are bitwise those of autodiff on this jaxlib
 (tests/conv_test.py checks them against autodiff within rounding). GPUs and TPUs
 choose their own layouts either way.
