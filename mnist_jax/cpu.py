@@ -1,5 +1,5 @@
 """XLA:CPU settings that make training fast on a few CPU cores; train.py applies them.
-Results are unchanged beyond float rounding (tests/cpu_test.py); neither setting
+Results are unchanged beyond float rounding (tests/cpu_test.py); no setting here
 changes anything on GPU or TPU.
 
 The rounding is larger, though: against float64, TinyNet's float32 gradients are
@@ -23,18 +23,34 @@ FAST_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 # TinyNet b256 41.0 -> 31.3 s, Net b512 218 -> 210 s; 4 devices were slower than 2.
 HOST_DEVICES = 2
 
+# When those devices' threads already fill the cores, Eigen's own thread pool on top of
+# them oversubscribes the cores. Single-threaded Eigen kernels, on 2 cores: a TinyNet
+# b256 step 90.4 / 83.0 / 91.9 -> 85.4 / 80.4 / 78.8 ms (benchmarks/profile_step.py
+# --host-devices 2 --steps 40, alternating with XLA_FLAGS=--xla_cpu_multi_thread_eigen=true);
+# Net's steps unchanged; 5 training steps of either model bitwise the same.
+SINGLE_THREAD_EIGEN_FLAG = "--xla_cpu_multi_thread_eigen=false"
+
 
 def use_fast_convolutions() -> None:
   """Adds the flag to XLA_FLAGS unless set; call before JAX initialises its backends."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_cpu_experimental_ynn_fusion_type" not in flags:
-    os.environ["XLA_FLAGS"] = f"{flags} {FAST_CONV_FLAG}".strip()
+  _add_flag(FAST_CONV_FLAG)
 
 
 def use_host_devices(batch_size: int, count: int = HOST_DEVICES) -> None:
   """Splits the CPU into `count` devices when they divide the batch and the user has
-  not chosen a number; call before JAX initialises its backends."""
+  not chosen a number (Eigen single-threaded if they fill the cores); call before JAX
+  initialises its backends."""
   user_chose = (jax.config.jax_num_cpu_devices >= 0
                 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""))
-  if not user_chose and batch_size % count == 0 and (os.cpu_count() or 1) >= count:
+  cores = os.cpu_count() or 1
+  if not user_chose and batch_size % count == 0 and cores >= count:
     jax.config.update("jax_num_cpu_devices", count)
+    if cores <= count:
+      _add_flag(SINGLE_THREAD_EIGEN_FLAG)
+
+
+def _add_flag(flag: str) -> None:
+  """Appends `flag` to XLA_FLAGS unless the user set that option."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  if flag.split("=")[0] not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()

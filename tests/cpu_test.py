@@ -71,17 +71,22 @@ def test_eigen_convolutions_match_the_default_path(tmp_path, mnist_dir):
       error = np.abs(eigen[f"{layer}_{key}"].astype(np.float64) - default[f"{layer}_{key}"])
       assert np.all(error <= bound), (layer, key, float((error / bound).max()))
 def _devices(batch_size, env_flags=""):
-  code = ("import sys; from mnist_jax import cpu; cpu.use_host_devices(int(sys.argv[1])); "
-          "import jax; print(jax.device_count())")
+  """(device count, whether Eigen runs single-threaded) after cpu.use_host_devices."""
+  code = ("import os, sys; from mnist_jax import cpu; cpu.use_host_devices(int(sys.argv[1])); "
+          "import jax; print(jax.device_count(), cpu.SINGLE_THREAD_EIGEN_FLAG in os.environ['XLA_FLAGS'])")
   env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=env_flags, JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, "-c", code, str(batch_size)], env=env,
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
-  return int(result.stdout.strip().splitlines()[-1])
+  count, single_thread = result.stdout.strip().splitlines()[-1].split()
+  return int(count), single_thread == "True"
 
 
 def test_host_devices_split_an_even_batch_and_respect_the_users_choice():
   # (That a batch split over CPU devices trains as on one: tests/parallel_test.py.)
-  assert _devices(256) == min(2, os.cpu_count())
-  assert _devices(255) == 1  # 2 devices could not split it
-  assert _devices(256, "--xla_force_host_platform_device_count=3") == 3
+  cores = os.cpu_count()
+  # Eigen single-threaded only where the devices' own threads fill the cores.
+  assert _devices(256) == (min(2, cores), cores <= 2)
+  assert _devices(255) == (1, False)  # 2 devices could not split it
+  assert _devices(256, "--xla_force_host_platform_device_count=3") == (3, False)
+  assert _devices(256, "--xla_cpu_multi_thread_eigen=true")[1] is False
