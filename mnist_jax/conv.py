@@ -30,9 +30,10 @@ def _conv_forward(x_NHWC, kernel_HWIO, pads):
   if x_NHWC.shape[-1] > 1:
     return _conv(x_NHWC, kernel_HWIO, pads)
   # One input channel (both models' first layer): each output is only 9 products, which
-  # Eigen's convolution runs at ~8 GFLOP/s (TinyNet's conv1, batch 256: 9.5 ms on 2
-  # cores). As one matrix product of the 3x3 patches: 4.1 ms, and the same sums (a
-  # training step's results were bitwise unchanged on this jaxlib; README "Performance").
+  # Eigen's convolution runs at ~9 GFLOP/s. As one matrix product of the 3x3 patches,
+  # TinyNet's conv1 at batch 256 takes 4.2 ms instead of 8.3 on 2 cores
+  # (benchmarks/conv_layers.py), with the same sums (a training step's results were
+  # bitwise unchanged on this jaxlib; README "Performance").
   kh, kw = kernel_HWIO.shape[:2]
   padded_NHW = jnp.pad(x_NHWC[..., 0], ((0, 0), *pads))
   h_out, w_out = padded_NHW.shape[1] - kh + 1, padded_NHW.shape[2] - kw + 1
