@@ -45,7 +45,7 @@ def use_host_devices(batch_size: int, count: int = HOST_DEVICES) -> None:
   cores = os.cpu_count() or 1
   if not user_chose and batch_size % count == 0 and cores >= count:
     jax.config.update("jax_num_cpu_devices", count)
-    if cores <= count:
+    if cores == count:  # the devices' own threads fill the cores
       _add_flag(SINGLE_THREAD_EIGEN_FLAG)
 
 

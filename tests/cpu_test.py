@@ -70,6 +70,8 @@ def test_eigen_convolutions_match_the_default_path(tmp_path, mnist_dir):
       bound = sum_order_bound(int(n), 1.0) * default[f"{layer}_abs_{key}"]
       error = np.abs(eigen[f"{layer}_{key}"].astype(np.float64) - default[f"{layer}_{key}"])
       assert np.all(error <= bound), (layer, key, float((error / bound).max()))
+
+
 def _devices(batch_size, env_flags=""):
   """(device count, whether Eigen runs single-threaded) after cpu.use_host_devices."""
   code = ("import os, sys; from mnist_jax import cpu; cpu.use_host_devices(int(sys.argv[1])); "
