@@ -6,7 +6,13 @@ Runs `epoch.train_batch` jitted as train.py runs it (its XLA:CPU settings; `--ho
 as there), traces `--steps` steps with `jax.profiler` and prints the step's wall time,
 the device time of all its operations added up (over the devices' threads, so it can
 exceed the wall time), and the operations that took most, each with the model layer
-XLA's metadata names (`--dump` keeps the optimized HLO for the rest).
+XLA's metadata names; the optimized HLO stays in the folder it names last.
+
+Convolutions run in Eigen's thread pool, where the trace sees only their dispatch; pinned
+to one core with single-threaded Eigen they show in full (a device's share of a step):
+
+    XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 0 python benchmarks/profile_step.py \
+      --data-dir ../shared/data/mnist --model tiny --batch-size 128
 """
 
 import argparse
@@ -99,6 +105,7 @@ def main():
           "dot" if name.startswith("dot") else "other fusions and copies"] += us
   print("  by kind: " + ", ".join(f"{k} {v / 1000 / args.steps:.1f} ms"
                                   for k, v in kinds.most_common()))
+  print(f"optimized HLO: {dump}")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ def _sum_per_channel(x_NHWC, weights_N):
   groups of up to 32 by vector-matrix products (Eigen, every output a chain of at most
   32 terms), and only those partial sums, 32x fewer, are left to XLA's reduction.
   TinyNet, 2 host devices, a step in ms: the forward statistics so, 112.0 -> 100.3 (one
-  comparison); the backward's two sums too, 5% less again (8 alternating blocks of 10
-  steps in one process, ratio 0.87-0.99, median 0.95; README "Performance").
+  comparison); the backward's two sums too, 5-7% less again (benchmarks/ab_steps.py with
+  benchmarks/variants/bn_backward_reductions.py; README "Performance").
   Longer product chains (all n*h*w rows in one product) round 10x worse than PyTorch's
   cascade sums (tests/torch_parity_test.py).
   """
