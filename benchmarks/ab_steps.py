@@ -45,14 +45,14 @@ def main():
   config = Config(model=args.model, batch_size=batch_size)
   num_train = len(mnist["train"].labels)
   steps_per_epoch = input_pipeline.num_batches(num_train, batch_size)
-  keys = parallel.replicate(epoch.run_keys(config), mesh)
+  keys = epoch.run_keys(config)
   split = input_pipeline.to_device(mnist["train"], mesh)
-  order = parallel.replicate(
-      input_pipeline.shuffled_order(epoch.run_keys(config).data, num_train, batch_size), mesh)
+  order = parallel.replicate(input_pipeline.shuffled_order(keys.data, num_train, batch_size), mesh)
+  augment_key = parallel.replicate(keys.augment, mesh)
 
   def run_steps(run, num_steps):
     for i in range(num_steps):
-      run["state"], run["sums"] = run["step"](run["state"], run["sums"], split, order, keys.augment)
+      run["state"], run["sums"] = run["step"](run["state"], run["sums"], split, order, augment_key)
       if (i + 1) % epoch.MAX_QUEUED_PROGRAMS == 0:
         jax.block_until_ready(run["sums"])
     jax.block_until_ready(run["sums"])
@@ -60,7 +60,7 @@ def main():
   runs = {}
   for name, patch in namespace["VARIANTS"].items():
     undo = patch() if patch else None
-    state = epoch.init_state(config, epoch.run_keys(config).init, steps_per_epoch)
+    state = epoch.init_state(config, keys.init, steps_per_epoch)
     runs[name] = {"step": epoch.jit_epoch_functions(config, num_train, 1000, mesh).train_steps(1),
                   "state": parallel.replicate(state, mesh),
                   "sums": parallel.replicate(epoch.zero_sums(), mesh), "ms": []}

@@ -6,8 +6,8 @@ batch_stats `mean`, `var`) and computes the same numbers as
 tests/batch_norm_test.py checks in value, gradient and running statistics, masked
 or not. The difference is the gradient: autodiff differentiates through the batch
 mean and variance and leaves XLA ~10 channel reductions per layer, each a pass
-over the activations; the closed form below needs two. The forward statistics'
-per-channel sums are partly vector-matrix products (`_sum_per_channel` says why).
+over the activations; the closed form below needs two. Its per-channel sums, forward
+and backward, are partly vector-matrix products (`_sum_per_channel` says why).
 """
 
 import flax.linen as nn
