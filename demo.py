@@ -11,7 +11,7 @@ same picture (mnist_jax/serving.py). Exit status: 2 bad input (one line on stder
 import logging
 import sys
 
-from mnist_jax import checkpointing, cli, inference, serving
+from mnist_jax import cli
 
 
 def main(argv=None) -> int:
@@ -22,6 +22,9 @@ def main(argv=None) -> int:
                            "default: 127.0.0.1 (this machine only)")
   parser.add_argument("--port", type=int, default=8000, help="0: any free port; default: 8000")
   args = parser.parse_args(argv)
+  # Only now, so that --help and a bad flag are answered before JAX loads.
+  from mnist_jax import checkpointing, inference, serving  # pylint: disable=import-outside-toplevel
+  cli.use_compilation_cache(args.compilation_cache)
   logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below
   try:
     model = inference.load_run(args.workdir)

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from mnist_jax import checkpointing, cli, inference
+from mnist_jax import cli
 
 
 def main(argv=None) -> int:
@@ -24,6 +24,9 @@ def main(argv=None) -> int:
   parser.add_argument("--seed-index", type=int, default=0,
                       help="which seed of a --seeds run (0 = its first); default: 0")
   args = parser.parse_args(argv)
+  # Only now, so that --help and a bad flag are answered before JAX loads.
+  from mnist_jax import checkpointing, inference  # pylint: disable=import-outside-toplevel
+  cli.use_compilation_cache(args.compilation_cache)
   logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below
   try:
     model = inference.load_run(args.workdir)

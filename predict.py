@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from mnist_jax import checkpointing, cli, inference, preprocess
+from mnist_jax import cli
 
 
 def main(argv=None) -> int:
@@ -23,6 +23,9 @@ def main(argv=None) -> int:
   parser.add_argument("images", metavar="IMAGE", nargs="+")
   parser.add_argument("--json", action="store_true", help="one JSON object per image")
   args = parser.parse_args(argv)
+  # Only now, so that --help and a bad flag are answered before JAX loads.
+  from mnist_jax import checkpointing, inference, preprocess  # pylint: disable=import-outside-toplevel
+  cli.use_compilation_cache(args.compilation_cache)
   logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below
 
   try:

@@ -15,10 +15,7 @@ import os
 import secrets
 import sys
 
-import jax
-
-import mnist_jax
-from mnist_jax import checkpointing, cli, cpu, parallel, trainer
+from mnist_jax import cli
 from mnist_jax.config import MODELS, Config
 
 # Flag -> Config field. Flags left out keep the preset's value.
@@ -112,10 +109,15 @@ def new_workdir(model: str) -> str:
 
 def main(argv=None) -> int:
   args, config = parse_args(argv)
+  # Only now, so that --help and a bad flag are answered before JAX loads.
+  import jax  # pylint: disable=import-outside-toplevel
+  import mnist_jax  # pylint: disable=import-outside-toplevel
+  from mnist_jax import checkpointing, cpu, parallel, trainer  # pylint: disable=import-outside-toplevel
   if args.no_cuda:
     jax.config.update("jax_platforms", "cpu")  # before any backend is initialised
   cpu.use_fast_convolutions()
   cpu.use_host_devices(config.batch_size)
+  cli.use_compilation_cache(args.compilation_cache)
   if args.distributed or args.coordinator_address:
     parallel.initialize_distributed(args.coordinator_address, args.num_processes,
                                     args.process_id)

@@ -16,15 +16,17 @@ Beside each: peak resident memory, and the achieved rate in GFLOP/s of the model
 convolutions and linear layers (forward and backward, the same arithmetic on both sides),
 as a fraction of a large float32 matrix multiply's rate on the same cores (the better of
 XLA's and PyTorch's), a practical peak. The header names the CPU and its vector
-extensions: ratios differ between CPUs (README "Performance"). Prints a table and writes
+extensions: ratios differ between CPUs (docs/performance.md). Prints a table and writes
 JSON (`--out`). Needs torch and torchvision (requirements-benchmark.txt) for the
-original's side; `--skip-original` times mnist-jax alone.
+original's side; `--skip-original` times mnist-jax alone. `--startup` measures start-up
+instead (train.py and predict.py, twice each in a fresh compilation cache; no torch needed):
+
+    python benchmarks/benchmark.py --data-dir ../shared/data/mnist --startup
 """
 
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,8 +35,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+import common  # pylint: disable=wrong-import-position
 from mnist_jax import cpu  # pylint: disable=wrong-import-position
 
 EPOCH_CONFIGS = [("tiny", 256), ("net", 512)]
@@ -67,45 +70,31 @@ def training_flops_per_image(model_name: str) -> float:
 
 def measure_jax(args) -> dict:
   """In a fresh process: train.py's CPU settings must precede JAX's initialisation."""
-  if not args.default_convolutions:
-    cpu.use_fast_convolutions()
-  cpu.use_host_devices(args.batch_size, args.host_devices)
+  common.use_train_py_settings(args.batch_size, args.host_devices, not args.default_convolutions)
   import resource  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from mnist_jax import Config, epoch, input_pipeline, load_mnist, parallel  # pylint: disable=import-outside-toplevel
+  from mnist_jax import Config, epoch  # pylint: disable=import-outside-toplevel
 
-  mnist = load_mnist(args.data_dir)
-  mesh = parallel.make_mesh()
   config = Config(model=args.model, batch_size=args.batch_size,
                   steps_per_chunk=args.steps_per_chunk)
-  num_train = len(mnist["train"].labels)
-  steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
+  run = common.setup_run(args.data_dir, config)
+  steps_per_epoch, num_train = run.steps_per_epoch, run.num_train
   chunk = min(config.steps_per_chunk or epoch.default_steps_per_chunk(steps_per_epoch),
               steps_per_epoch)
-  eval_batch_size = epoch.round_up_to_devices(config.eval_batch_size, mesh)
-  train = input_pipeline.to_device(mnist["train"], mesh)
-  test = input_pipeline.to_device(mnist["test"], mesh)
-  keys = epoch.run_keys(config)
-  state = parallel.replicate(epoch.init_state(config, keys.init, steps_per_epoch), mesh)
-  keys = parallel.replicate(keys, mesh)
-  fns = epoch.jit_epoch_functions(config, num_train, eval_batch_size, mesh)
-  order = fns.order(keys.data, parallel.replicate(np.int32(1), mesh))
-  sums = parallel.replicate(epoch.zero_sums(), mesh)
-  test_order = parallel.replicate(
-      input_pipeline.sequential_order(len(mnist["test"].labels), eval_batch_size), mesh)
+  state, sums, fns = run.state, run.sums, run.fns
+  train, test, order, test_order = run.train, run.test, run.order, run.test_order
 
   # Warm-up: one call of every program the epoch runs (compiling each), so that the epoch
   # timed below is the steady state. Compile time is reported apart.
   lengths = epoch.chunk_lengths(steps_per_epoch, chunk)
   start = time.perf_counter()
   for k in sorted(set(lengths)):
-    state, sums = fns.train_steps(k)(state, sums, train, order, keys.augment)
+    state, sums = fns.train_steps(k)(state, sums, train, order, run.keys.augment)
   jax.block_until_ready(fns.evaluate(state, test, test_order))
   warmup_s = time.perf_counter() - start
 
   start = time.perf_counter()
-  state, sums = epoch.train_epoch(fns.train_steps, state, sums, train, order, keys.augment,
+  state, sums = epoch.train_epoch(fns.train_steps, state, sums, train, order, run.keys.augment,
                                   steps_per_epoch=steps_per_epoch, steps_per_chunk=chunk,
                                   report_every_steps=config.progress_every_steps)
   train_epoch_s = time.perf_counter() - start
@@ -173,25 +162,48 @@ def headline_run(side: str, data_dir: str, scratch: str) -> dict | str:
           "test_accuracy": last["test_accuracy"]}
 
 
+def startup(data_dir: str, scratch: str) -> None:
+  """Start-up as users meet it, each command twice in one fresh compilation cache (the first
+  run fills it, the second loads from it): a one-step train.py run (warm-up: compiling, or
+  loading, the first step; and process start to first step, from its metrics.jsonl) with 1
+  and 8 seeds, and predict.py on one picture (process start to exit)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from mnist_jax import load_mnist  # pylint: disable=import-outside-toplevel
+  picture = os.path.join(scratch, "digit.png")
+  Image.fromarray(255 - load_mnist(data_dir)["test"].images[0, ..., 0]).save(picture)
+  print(f"{common.cpu_description()}; {time.strftime('%Y-%m-%d')}")
+  print("| command | run | warm-up | process start to first step | process start to exit |")
+  print("|---|---|---|---|---|")
+  for seeds in (1, 8):
+    cache = tempfile.mkdtemp(dir=scratch)
+    for attempt in ("first", "second"):
+      workdir = os.path.join(tempfile.mkdtemp(dir=scratch), "run")
+      result = run_process([sys.executable, "train.py", "--seeds", str(seeds), "--epochs", "1",
+                            "--batch-size", "256", "--train-examples", "256", "--data-dir",
+                            data_dir, "--workdir", workdir, "--no-progress",
+                            "--compilation-cache", cache])
+      if result["returncode"]:
+        print(f"| train.py --seeds {seeds} | {attempt} | failed: {result['stderr'][-300:]} |")
+        continue
+      with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        record = json.loads(f.readline())
+      print(f"| train.py --seeds {seeds} (one step) | {attempt} | {record['warmup_seconds']:.1f} s "
+            f"| {record.get('process_start_to_first_step_seconds', float('nan')):.1f} s "
+            f"| {result['wall_s']:.1f} s |")
+  cache = tempfile.mkdtemp(dir=scratch)
+  for attempt in ("first", "second"):
+    result = run_process([sys.executable, "predict.py", "results", picture,
+                          "--compilation-cache", cache])
+    print(f"| predict.py results ONE.png | {attempt} | | | {result['wall_s']:.1f} s"
+          f"{'' if result['returncode'] == 0 else ' (failed)'} |")
+
+
 def median_of(runs: list, key: str) -> dict | str:
   """The run with the median `key` (a failure, if any run failed)."""
   failed = [m for m in runs if isinstance(m, str)]
   if failed:
     return failed[0]
   return sorted(runs, key=lambda m: m[key])[len(runs) // 2]
-
-
-def cpu_description() -> str:
-  name, flags = platform.processor() or platform.machine(), []
-  try:
-    with open("/proc/cpuinfo") as f:
-      info = f.read()
-    name = next(l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name"))
-    flags = next(l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags"))
-  except (OSError, StopIteration):
-    pass
-  vector = [f for f in flags if f.startswith(("avx", "amx", "fma")) or f in ("sse4_2",)]
-  return f"{name} ({' '.join(vector) or 'vector extensions unknown'}), {os.cpu_count()} cores"
 
 
 def main():
@@ -210,6 +222,8 @@ def main():
                       help="XLA's default CPU convolutions (YNNPACK), not train.py's Eigen ones")
   parser.add_argument("--steps-per-chunk", type=int,
                       help="training steps per device program (train.py's flag); default: its")
+  parser.add_argument("--startup", action="store_true",
+                      help="measure start-up (train.py, predict.py, compilation cache) alone")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--model", help=argparse.SUPPRESS)
   parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
@@ -220,17 +234,21 @@ def main():
   sides = ["mnist_jax"] + ([] if args.skip_original else ["original"])
   os.makedirs("benchmarks/out", exist_ok=True)
   scratch = tempfile.mkdtemp(dir="benchmarks/out")
+  if args.startup:
+    startup(args.data_dir, scratch)
+    shutil.rmtree(scratch)
+    return
 
   rows = []
   for model, batch_size in [c for c in EPOCH_CONFIGS if c[0] in args.models.split(",")]:
-    common = ["--data-dir", args.data_dir, "--model", model, "--batch-size", str(batch_size)]
+    flags = ["--data-dir", args.data_dir, "--model", model, "--batch-size", str(batch_size)]
     commands = {
         "mnist_jax": [sys.executable, __file__, "--worker", "--host-devices",
-                      str(args.host_devices), *common]
+                      str(args.host_devices), *flags]
                      + (["--default-convolutions"] if args.default_convolutions else [])
                      + (["--steps-per-chunk", str(args.steps_per_chunk)]
                         if args.steps_per_chunk else []),
-        "original": [sys.executable, os.path.join(ROOT, "benchmarks", "original.py"), *common]}
+        "original": [sys.executable, os.path.join(ROOT, "benchmarks", "original.py"), *flags]}
     measured = {side: [] for side in sides}
     for _ in range(args.repeats):  # alternating, so that a slow spell of the machine hits both
       for side in sides:
@@ -257,7 +275,7 @@ def main():
   peaks = [m["matmul_gflops"] for r in rows for s in sides for m in r[s + "_all"]
            if isinstance(m, dict)]
   peak = max(peaks) if peaks else float("nan")
-  print(f"{cpu_description()}; {time.strftime('%Y-%m-%d')}")
+  print(f"{common.cpu_description()}; {time.strftime('%Y-%m-%d')}")
   for side in sides:
     rates = [m["matmul_gflops"] for r in rows for m in r[side + "_all"] if isinstance(m, dict)]
     if rates:
@@ -312,7 +330,7 @@ def main():
   shutil.rmtree(scratch)
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:
-    json.dump({"cpu": cpu_description(), "date": time.strftime("%Y-%m-%d"),
+    json.dump({"cpu": common.cpu_description(), "date": time.strftime("%Y-%m-%d"),
                "matmul_peak_gflops": peak, "rows": rows, "headline": headline}, f, indent=2)
 
 

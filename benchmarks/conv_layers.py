@@ -14,9 +14,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mnist_jax import cpu  # pylint: disable=wrong-import-position
+import common  # pylint: disable=wrong-import-position
 
 # (input size, in channels, out channels, padding) of every convolution.
 LAYERS = {"tiny": [(28, 1, 20, "SAME"), (14, 20, 28, "SAME"), (7, 28, 64, "SAME")],
@@ -43,13 +43,13 @@ def main():
   parser.add_argument("--batch-size", type=int, help="default: 256 (tiny), 512 (net)")
   args = parser.parse_args()
   batch_size = args.batch_size or (256 if args.model == "tiny" else 512)
-  cpu.use_fast_convolutions()
+  common.use_train_py_settings(batch_size, host_devices=1)
   import jax  # pylint: disable=import-outside-toplevel
   from jax import lax  # pylint: disable=import-outside-toplevel
   from mnist_jax import conv  # pylint: disable=import-outside-toplevel
 
-  print(f"{args.model}, batch {batch_size}, {jax.device_count()} CPU device, "
-        f"{os.cpu_count()} cores: ms (GFLOP/s)")
+  print(f"{common.cpu_description()}\n{args.model}, batch {batch_size}, {jax.device_count()} "
+        "CPU device: ms (GFLOP/s)")
   total_ms = 0.0
   for size, c_in, c_out, padding in LAYERS[args.model]:
     pads = tuple((int(lo), int(hi)) for lo, hi in
@@ -57,7 +57,8 @@ def main():
     x = jax.random.normal(jax.random.key(0), (batch_size, size, size, c_in))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out))
     ours = jax.jit(lambda x, k, pads=pads: conv.conv2d(x, k, pads))
-    xla = jax.jit(lambda x, k, pads=pads: conv._conv(x, k, pads))  # pylint: disable=protected-access
+    xla = jax.jit(lambda x, k, pads=pads: lax.conv_general_dilated(
+        x, k, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")))
     dy = jax.random.normal(jax.random.key(2), ours(x, kernel).shape)
     vjp = lambda wrt: jax.jit(lambda x, k, dy, pads=pads: jax.vjp(
         lambda *a: conv.conv2d(*a, pads), x, k)[1](dy)[wrt])

@@ -17,7 +17,6 @@ to one core with single-threaded Eigen they show in full (a device's share of a 
 
 import argparse
 import collections
-import functools
 import glob
 import gzip
 import json
@@ -27,9 +26,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mnist_jax import cpu  # pylint: disable=wrong-import-position
+import common  # pylint: disable=wrong-import-position
 
 
 def main():
@@ -44,30 +43,16 @@ def main():
   args = parser.parse_args()
   batch_size = args.batch_size or (256 if args.model == "tiny" else 512)
   dump = tempfile.mkdtemp()
-  cpu.use_fast_convolutions()
-  os.environ["XLA_FLAGS"] += (f" --xla_dump_to={dump} --xla_dump_hlo_as_text"
-                              " --xla_dump_hlo_module_re=.*train_batch.*")
-  cpu.use_host_devices(batch_size, args.host_devices)
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump}"
+                             " --xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*train_batch.*")
+  common.use_train_py_settings(batch_size, args.host_devices)
   import jax  # pylint: disable=import-outside-toplevel
-  from mnist_jax import Config, epoch, input_pipeline, load_mnist, parallel  # pylint: disable=import-outside-toplevel
+  from mnist_jax import Config  # pylint: disable=import-outside-toplevel
 
-  mnist = load_mnist(args.data_dir)
-  mesh = parallel.make_mesh()
-  config = Config(model=args.model, batch_size=batch_size)
-  num_train = len(mnist["train"].labels)
-  steps_per_epoch = input_pipeline.num_batches(num_train, batch_size)
-  replicated = parallel.replicated(mesh)
-  train_batch = jax.jit(
-      functools.partial(epoch.train_batch, steps_per_epoch=steps_per_epoch,
-                        batch_size=batch_size, augment=True, mesh=mesh),
-      in_shardings=replicated, out_shardings=replicated, donate_argnums=(0, 1))
-  keys = epoch.run_keys(config)
-  state = parallel.replicate(epoch.init_state(config, keys.init, steps_per_epoch), mesh)
-  split = input_pipeline.to_device(mnist["train"], mesh)
-  order = parallel.replicate(
-      input_pipeline.shuffled_order(keys.data, num_train, batch_size), mesh)
-  sums = parallel.replicate(epoch.zero_sums(), mesh)
-  augment_key = parallel.replicate(keys.augment, mesh)
+  run = common.setup_run(args.data_dir, Config(model=args.model, batch_size=batch_size))
+  train_batch = run.fns.train_steps(1)  # train.py's step: epoch.train_batch, jitted
+  state, sums = run.state, run.sums
+  split, order, augment_key = run.train, run.order, run.keys.augment
   for _ in range(3):
     state, sums = train_batch(state, sums, split, order, augment_key)
   jax.block_until_ready(sums)
@@ -93,7 +78,8 @@ def main():
     if event.get("ph") == "X" and "dur" in event and event.get("name") in layer:
       device_us[event["name"]] += event["dur"]
   total_ms = sum(device_us.values()) / 1000 / args.steps
-  print(f"{args.model} batch {batch_size} on {jax.device_count()} CPU device(s): "
+  print(f"{common.cpu_description()}\n{args.model} batch {batch_size} on "
+        f"{jax.device_count()} CPU device(s): "
         f"{wall_ms:.1f} ms per step (wall), {total_ms:.1f} ms of operations")
   for name, us in device_us.most_common(args.top):
     ms = us / 1000 / args.steps

@@ -3,7 +3,7 @@
     python train.py --data-dir ../shared/data/mnist
 
 Four seeds (0-3) reached 98.64% ± 0.03 (98.61-98.67) test accuracy after 20 epochs;
-the original, 98.66% ± 0.01 over 2 runs (README "Results").
+the original, 98.66% ± 0.01 over 2 runs (docs/results.md).
 """
 
 from mnist_jax.config import Config

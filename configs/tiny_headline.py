@@ -4,7 +4,7 @@
 
 Eight seeds (0-7) reached 97.95% ± 0.52 (97.09-98.51) test accuracy after epoch 5 with
 the BatchNorm running statistics, 98.85% ± 0.14 (98.69-99.08) with precise ones
-(results/, README "Results"). One seed alone swings by points from epoch to epoch:
+(results/, docs/results.md). One seed alone swings by points from epoch to epoch:
 the running statistics lag the weights at this learning rate, in the original too.
 """
 

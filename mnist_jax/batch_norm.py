@@ -7,7 +7,7 @@ tests/batch_norm_test.py checks in value, gradient and running statistics, maske
 or not. The difference is the gradient: autodiff differentiates through the batch
 mean and variance and leaves XLA ~10 channel reductions per layer, each a pass
 over the activations; the closed form below needs two. Its per-channel sums, forward
-and backward, are partly vector-matrix products (`_sum_per_channel` says why).
+and backward, are partly vector-matrix products (`sum_per_channel` says why).
 """
 
 import flax.linen as nn
@@ -20,7 +20,7 @@ from jax import lax
 BATCH_MOMENTS = "batch_moments"
 
 
-def _sum_per_channel(x_NHWC, weights_N):
+def sum_per_channel(x_NHWC, weights_N):
   """sum over n, h, w of weights[n] * x[n, h, w, c]: the statistics and their gradients.
 
   As one reduction, XLA:CPU rewrites each such sum into a reduce-window over blocks of
@@ -28,8 +28,8 @@ def _sum_per_channel(x_NHWC, weights_N):
   groups of up to 32 by vector-matrix products (Eigen, every output a chain of at most
   32 terms), and only those partial sums, 32x fewer, are left to XLA's reduction.
   TinyNet, 2 host devices, a step in ms: the forward statistics so, 112.0 -> 100.3 (one
-  comparison); the backward's two sums too, 5-7% less again (benchmarks/ab_steps.py with
-  benchmarks/variants/bn_backward_reductions.py; README "Performance").
+  comparison); the backward's two sums too, 5-7% less again (docs/performance.md;
+  benchmarks/variants/bn_sums_as_reductions.py replaces this function to compare).
   Longer product chains (all n*h*w rows in one product) round 10x worse than PyTorch's
   cascade sums (tests/torch_parity_test.py).
   """
@@ -42,9 +42,9 @@ def _sum_per_channel(x_NHWC, weights_N):
 
 def _normalize_fwd(x_NHWC, scale, bias, mask_N, epsilon):
   count = jnp.sum(mask_N) * x_NHWC.shape[1] * x_NHWC.shape[2]
-  mean = _sum_per_channel(x_NHWC, mask_N) / count
+  mean = sum_per_channel(x_NHWC, mask_N) / count
   # Two passes, as PyTorch: the variance of the centred values, biased (as Flax stores it).
-  var = _sum_per_channel(jnp.square(x_NHWC - mean), mask_N) / count
+  var = sum_per_channel(jnp.square(x_NHWC - mean), mask_N) / count
   inv_std = lax.rsqrt(var + epsilon)
   y_NHWC = (x_NHWC - mean) * (inv_std * scale) + bias
   return (y_NHWC, mean, var), (x_NHWC, mean, inv_std, scale, mask_N, count)
@@ -56,8 +56,8 @@ def _normalize_bwd(epsilon, residuals, cotangents):
   dy_NHWC = cotangents[0]  # mean and var leave only through stop_gradient
   x_hat = (x_NHWC - mean) * inv_std
   every_image_N = jnp.ones(x_NHWC.shape[:1], x_NHWC.dtype)  # masked ones too, as autodiff
-  dbias = _sum_per_channel(dy_NHWC, every_image_N)
-  dscale = _sum_per_channel(dy_NHWC * x_hat, every_image_N)
+  dbias = sum_per_channel(dy_NHWC, every_image_N)
+  dscale = sum_per_channel(dy_NHWC * x_hat, every_image_N)
   # Only real examples shape the statistics; a padded one sees just its own affine map.
   dx_NHWC = (inv_std * scale) * (
       dy_NHWC - mask_N[:, None, None, None] * (dbias + x_hat * dscale) / count)

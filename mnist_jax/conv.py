@@ -33,7 +33,7 @@ def _conv_forward(x_NHWC, kernel_HWIO, pads):
   # Eigen's convolution runs at ~9 GFLOP/s. As one matrix product of the 3x3 patches,
   # TinyNet's conv1 at batch 256 takes 4.2 ms instead of 8.3 on 2 cores
   # (benchmarks/conv_layers.py), with the same sums (a training step's results were
-  # bitwise unchanged on this jaxlib; README "Performance").
+  # bitwise unchanged on this jaxlib; docs/performance.md).
   kh, kw = kernel_HWIO.shape[:2]
   padded_NHW = jnp.pad(x_NHWC[..., 0], ((0, 0), *pads))
   h_out, w_out = padded_NHW.shape[1] - kh + 1, padded_NHW.shape[2] - kw + 1

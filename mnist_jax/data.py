@@ -104,7 +104,7 @@ def load_idx_split(data_dir: str, split: str) -> Split:
   return Split(images[..., None], labels.astype(np.int32))
 
 
-def _reachable(url: str, timeout_s: float = 10.0) -> bool:
+def reachable(url: str, timeout_s: float = 10.0) -> bool:
   """Whether `url`'s host accepts a connection within `timeout_s` (DNS included).
 
   TFDS retries a failed download with back-off for minutes; offline, we say so at once.
@@ -150,7 +150,7 @@ def load_tfds(data_dir: str | None = None, builder_url: str | None = None
   if builder_url is not None:
     builder.URL = builder_url
   if not builder.is_prepared():
-    if not _reachable(builder.URL):
+    if not reachable(builder.URL):
       raise DataError(f"MNIST is not in the TFDS cache ({builder.data_dir}) and "
                       f"{builder.URL} cannot be reached; {TFDS_HINT}")
     try:

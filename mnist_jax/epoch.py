@@ -28,7 +28,7 @@ from mnist_jax.train_state import create_train_state
 
 def default_seed_map() -> str:
   # XLA:CPU runs grouped convolutions and convolutions inside loops far slower than
-  # plain ones (TinyNet b256, 8 seeds: benchmarks/seeds.py, README "Many seeds"), so the
+  # plain ones (TinyNet b256, 8 seeds: benchmarks/seeds.py, docs/usage.md "Many seeds"), so the
   # CPU unrolls; GPUs and TPUs batch the seeds into one wide program.
   return "unroll" if jax.default_backend() == "cpu" else "vmap"
 
@@ -58,7 +58,7 @@ def default_steps_per_chunk(steps_per_epoch: int) -> int:
   fill one, and launching each from the host would cost more than it computes. On CPU
   a step is long beside its dispatch (~0.1 s for TinyNet), and every chunk length is one
   more compilation: one step per program (benchmarks/benchmark.py --steps-per-chunk
-  measures others; README "Performance").
+  measures others; docs/performance.md).
   """
   return steps_per_epoch if jax.default_backend() != "cpu" else 1
 
@@ -85,12 +85,27 @@ def run_keys(config: Config) -> RunKeys:
   return keys[0] if config.num_seeds == 1 else _stack(keys)
 
 
-def init_state(config: Config, init_key, steps_per_epoch: int):
-  model = models.get_model(config.model)
-  init = functools.partial(create_train_state, model=model, config=config,
-                           steps_per_epoch=steps_per_epoch)
+def _init_fn(config: Config, steps_per_epoch: int) -> Callable:
+  """init_key -> the run's initial state (a leading seed axis for many seeds)."""
+  init = functools.partial(create_train_state, model=models.get_model(config.model),
+                           config=config, steps_per_epoch=steps_per_epoch)
   # Random draws are elementwise in the key: vmapped they give each seed its own bits.
-  return init(init_key) if config.num_seeds == 1 else jax.vmap(init)(init_key)
+  return init if config.num_seeds == 1 else jax.vmap(init)
+
+
+def init_state(config: Config, init_key, steps_per_epoch: int, sharding=None):
+  """A run's initial state, computed as one compiled program placed by `sharding` (op by
+  op, flax's initialisation of 8 seeds took 11 s on 2 cores: issue #22)."""
+  return jax.jit(_init_fn(config, steps_per_epoch), out_shardings=sharding)(init_key)
+
+
+def abstract_state(config: Config, sharding, steps_per_epoch: int = 1):
+  """The run's state as `jax.ShapeDtypeStruct`s placed by `sharding`: a checkpoint's
+  restore template, traced (`jax.eval_shape`) with nothing computed. The optimizer's
+  schedule length changes no shape, so any `steps_per_epoch` gives the same template."""
+  shapes = jax.eval_shape(lambda: _init_fn(config, steps_per_epoch)(run_keys(config).init))
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes)
 
 
 def zero_sums(num_seeds: int = 1) -> steps.Metrics:
@@ -142,14 +157,15 @@ def train_epoch(train_steps: Callable, state, sums, split, order, augment_key, *
                 steps_per_epoch: int, steps_per_chunk: int, report_every_steps: int,
                 report: Callable[[int], None] = lambda steps_done: None):
   """An epoch's steps from the host: `train_steps(num_steps)` (EpochFunctions.train_steps)
-  per chunk. Waits for the device and calls `report(steps_done)` whenever another
-  `report_every_steps` steps are done, and at the end; nothing is fetched per step."""
+  per chunk. Waits for the device and calls `report(steps_done)` after the first chunk
+  (compiled and run: the end of the warm-up), whenever another `report_every_steps` steps
+  are done, and at the end; nothing is fetched per step."""
   done, queued = 0, 0
   for num_steps in chunk_lengths(steps_per_epoch, steps_per_chunk):
     state, sums = train_steps(num_steps)(state, sums, split, order, augment_key)
     done, queued = done + num_steps, queued + 1
     if (done // report_every_steps > (done - num_steps) // report_every_steps
-        or done == steps_per_epoch or queued == MAX_QUEUED_PROGRAMS):
+        or done in (num_steps, steps_per_epoch) or queued == MAX_QUEUED_PROGRAMS):
       sums["count"].block_until_ready()
       queued = 0
       report(done)

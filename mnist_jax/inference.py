@@ -2,7 +2,7 @@
 model exported as serialized StableHLO that runs with jax alone.
 
 A run of N seeds is an ensemble: the probabilities are the mean over its seeds. A run
-made with --precise-bn answers with its precise BatchNorm statistics (README "Precise
+made with --precise-bn answers with its precise BatchNorm statistics (docs/usage.md "Precise
 BatchNorm statistics"); any other with the running ones, as its test accuracy did.
 """
 
@@ -37,8 +37,7 @@ def load_run(workdir: str) -> Model:
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     raise checkpointing.CheckpointError(
         f"{workdir}: no checkpoints; train first, or give a run folder that finished an epoch")
-  # The structure is all the template gives; the optimizer's schedule length is irrelevant.
-  template = epoch.init_state(config, epoch.run_keys(config).init, steps_per_epoch=1)
+  template = epoch.abstract_state(config, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     state, progress = checkpointer.restore(template)
@@ -60,7 +59,9 @@ def probabilities(state, images_NHWC, num_seeds: int = 1) -> jax.Array:
     return jax.nn.softmax(logits_NC, axis=-1)
   if num_seeds == 1:
     return one(state)
-  return jnp.mean(epoch.over_seeds(one, (0,), num_seeds, epoch.default_seed_map())(state), axis=0)
+  # One trace for all seeds (vmap): at start-up, tracing each seed apart costs more than
+  # the grouped convolutions XLA:CPU runs for a few pictures.
+  return jnp.mean(epoch.over_seeds(one, (0,), num_seeds, "vmap")(state), axis=0)
 
 
 def predictor(model: Model):

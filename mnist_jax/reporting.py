@@ -64,6 +64,17 @@ def format_epoch(record: dict) -> str:
                  f"{record['images_per_second']:,.0f} img/s")
 
 
+def seconds_since_process_start() -> float | None:
+  """How long this process has run (Linux: from /proc; None elsewhere)."""
+  try:
+    with open("/proc/self/stat") as f:  # field 22: start time, in clock ticks after boot
+      started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+      return float(f.read().split()[0]) - started
+  except (OSError, ValueError, IndexError):
+    return None
+
+
 def progress_bar(total_steps: int, epoch: int, disable: bool = False) -> tqdm.tqdm:
   return tqdm.tqdm(total=total_steps, desc=f"epoch {epoch}", unit="step",
                    leave=False, dynamic_ncols=True, disable=disable)
@@ -112,12 +123,12 @@ def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
-def model_summary(model: nn.Module, variables) -> str:
+def model_summary(model: nn.Module) -> str:
   """Per-layer output shapes and parameter counts, from `flax.linen.tabulate`."""
-  table = nn.tabulate(
-      model, jax.random.key(0), compute_flops=False, depth=1,
-      console_kwargs={"width": 120, "force_terminal": False})(
-          jnp.zeros((1, 28, 28, 1), jnp.float32))
+  images = jnp.zeros((1, 28, 28, 1), jnp.float32)
+  table = nn.tabulate(model, jax.random.key(0), compute_flops=False, depth=1,
+                      console_kwargs={"width": 120, "force_terminal": False})(images)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)  # shapes, no numbers
   return (f"{table}\n"
           f"Trainable parameters: {count_params(variables['params']):,}\n"
           f"BatchNorm running statistics (not trained): "

@@ -84,25 +84,26 @@ def _train(config, workdir, checkpointer, resume, show_progress,
            train_split, test_split, mesh) -> TrainState:
   num_train = len(train_split.labels)
   steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
-  keys = epoch_lib.run_keys(config)
-  # On the mesh before a restore: orbax restores into the template's sharding, so a
-  # checkpoint written on any number of devices resumes on this one.
-  state = parallel.replicate(epoch_lib.init_state(config, keys.init, steps_per_epoch), mesh)
+  keys = parallel.replicate(epoch_lib.run_keys(config), mesh)
+  replicated = parallel.replicated(mesh)
   history: list[dict] = []
   if resume:
     progress = checkpointer.restore_progress()
     _check_resumable(progress["config"], config)
-    state, progress = checkpointer.restore(state)
+    # Orbax restores into the template's sharding, so a checkpoint written on any number
+    # of devices resumes on this mesh.
+    state, progress = checkpointer.restore(
+        epoch_lib.abstract_state(config, replicated, steps_per_epoch))
     history = progress["history"]
+  else:
+    state = epoch_lib.init_state(config, keys.init, steps_per_epoch, replicated)
   writes_files = jax.process_index() == 0  # one writer in a multi-host run
   if writes_files:
     # Only now, with the data loaded and any checkpoint restored, has the run started.
     print(f"run folder: {workdir}", flush=True)
     reporting.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    first_seed = state if config.num_seeds == 1 else jax.tree.map(lambda x: x[0], state)
-    reporting.write_text(os.path.join(workdir, "model_summary.txt"), reporting.model_summary(
-        models.get_model(config.model),
-        {"params": first_seed.params, "batch_stats": first_seed.batch_stats}))
+    reporting.write_text(os.path.join(workdir, "model_summary.txt"),
+                         reporting.model_summary(models.get_model(config.model)))
 
   # Every device holds the (small) uint8 dataset and gathers its own slice of each batch.
   train_data = input_pipeline.to_device(train_split, mesh)
@@ -110,7 +111,6 @@ def _train(config, workdir, checkpointer, resume, show_progress,
   eval_batch_size = epoch_lib.round_up_to_devices(config.eval_batch_size, mesh)
   test_order = parallel.replicate(
       input_pipeline.sequential_order(len(test_data.labels), eval_batch_size), mesh)
-  keys = parallel.replicate(keys, mesh)
   schedule = optim.step_lr_schedule(config.learning_rate, steps_per_epoch,
                                     config.step_size, config.gamma, config.num_epochs)
   fns = epoch_lib.jit_epoch_functions(config, num_train, eval_batch_size, mesh)
@@ -118,7 +118,16 @@ def _train(config, workdir, checkpointer, resume, show_progress,
       config.steps_per_chunk or epoch_lib.default_steps_per_chunk(steps_per_epoch),
       steps_per_epoch)
 
-  for epoch in range(len(history) + 1, config.num_epochs + 1):
+  first_step_done = {}  # in the first epoch of this process: when its first step was done
+  first_epoch = len(history) + 1
+
+  def report(steps_done):
+    if not first_step_done:
+      first_step_done.update(at=time.perf_counter(),
+                             since_start=reporting.seconds_since_process_start())
+    bar.update(steps_done - bar.n)
+
+  for epoch in range(first_epoch, config.num_epochs + 1):
     start = time.perf_counter()
     order = fns.order(keys.data, parallel.replicate(np.int32(epoch), mesh))
     sums = parallel.replicate(epoch_lib.zero_sums(config.num_seeds), mesh)
@@ -130,7 +139,7 @@ def _train(config, workdir, checkpointer, resume, show_progress,
           fns.train_steps, state, sums, train_data, order, keys.augment,
           steps_per_epoch=steps_per_epoch, steps_per_chunk=steps_per_chunk,
           report_every_steps=config.progress_every_steps,
-          report=lambda done: bar.update(done - bar.n))
+          report=report)
     bar.close()
     train_loss, train_accuracy = epoch_lib.per_seed(sums)
     train_seconds = time.perf_counter() - start
@@ -161,6 +170,10 @@ def _train(config, workdir, checkpointer, resume, show_progress,
     }
     if precise_stats is not None:
       record["precise_bn_seconds"] = precise_seconds
+    if epoch == first_epoch:  # start-up: compiling (or loading from the cache) the first step
+      record["warmup_seconds"] = first_step_done["at"] - start
+      if first_step_done["since_start"] is not None:
+        record["process_start_to_first_step_seconds"] = first_step_done["since_start"]
     history.append(record)
     checkpointer.save(epoch, state, {"history": history, "config": config.to_dict()},
                       precise_batch_stats=precise_stats)

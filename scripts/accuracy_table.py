@@ -1,4 +1,4 @@
-"""Per-epoch test accuracy over seeds as a Markdown table (the README's Results), with the
+"""Per-epoch test accuracy over seeds as a Markdown table (docs/results.md), with the
 original's full runs beside it and a two-sided Mann-Whitney p-value for the difference.
 
     python scripts/accuracy_table.py runs/headline-8seeds \

@@ -1,6 +1,6 @@
 """Test accuracy of a TinyNet run's checkpoints with running and with precise BatchNorm
 statistics, the latter over clean and over augmented training batches: the measurement
-behind `--precise-bn`'s choice of clean images (README "Precise BatchNorm statistics").
+behind `--precise-bn`'s choice of clean images (docs/usage.md "Precise BatchNorm statistics").
 
     python scripts/precise_bn.py runs/headline-8seeds --data-dir ../shared/data/mnist
 
@@ -38,8 +38,7 @@ def main():
   num_train = len(train_split.labels)
   mesh = parallel.make_mesh()
   keys = epoch.run_keys(config)
-  template = epoch.init_state(config, keys.init,
-                              input_pipeline.num_batches(num_train, config.batch_size))
+  template = epoch.abstract_state(config, parallel.replicated(mesh))
   train, test = (input_pipeline.to_device(s, mesh) for s in (train_split, mnist["test"]))
   test_order = input_pipeline.sequential_order(len(mnist["test"].labels), 1000)
   variants = {name: epoch.jit_epoch_functions(

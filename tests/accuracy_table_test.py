@@ -1,4 +1,4 @@
-"""scripts/accuracy_table.py: the Mann-Whitney p-value behind the README's comparisons."""
+"""scripts/accuracy_table.py: the Mann-Whitney p-value behind the comparisons in docs/results.md."""
 
 import sys
 

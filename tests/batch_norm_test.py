@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from conftest import normal
 from mnist_jax.batch_norm import BatchNorm
 from tolerance import EPS32, assert_within, max_abs, sum_order_bound
 
@@ -15,13 +16,12 @@ FLAX = lambda train: nn.BatchNorm(use_running_average=not train, momentum=0.9, e
 
 
 def _inputs(n=12):
-  key_x, key_s, key_b, key_dy = jax.random.split(jax.random.key(0), 4)
   # A mean far from zero and unequal channel scales, as after a conv with a bias.
-  x = 3.0 + jax.random.normal(key_x, (n, 6, 5, 4)) * jnp.array([0.5, 1.0, 2.0, 4.0])
-  params = {"scale": 1 + 0.3 * jax.random.normal(key_s, (4,)),
-            "bias": 0.3 * jax.random.normal(key_b, (4,))}
+  x = jnp.asarray(3.0 + normal(0, (n, 6, 5, 4)) * np.float32([0.5, 1.0, 2.0, 4.0]))
+  params = {"scale": jnp.asarray(1 + 0.3 * normal(1, (4,))),
+            "bias": jnp.asarray(0.3 * normal(2, (4,)))}
   batch_stats = {"mean": jnp.arange(4.0), "var": jnp.arange(1.0, 5.0)}
-  dy = jax.random.normal(key_dy, x.shape)
+  dy = jnp.asarray(normal(3, x.shape))
   return x, {"params": params, "batch_stats": batch_stats}, dy
 
 

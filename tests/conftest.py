@@ -3,17 +3,51 @@
 import importlib
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
+import jax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # train.py and configs/ live at the top level
+from mnist_jax import cli  # pylint: disable=wrong-import-position
 # In-process tests run JAX's default CPU convolutions (the parity tests need their
 # precision); tests of train.py run its Eigen convolutions (mnist_jax.cpu).
 
+# One persistent compilation cache for the whole run, in a folder of its own (hermetic:
+# nothing from an earlier run or from the user's cache), shared by this process and every
+# process a test starts: a program compiled once is loaded by the others.
+# (Test workers that this process starts inherit the folder.)
+_OWN_CACHE = "PYTEST_XDIST_WORKER" not in os.environ
+_CACHE = (tempfile.mkdtemp(prefix="mnist-jax-test-compilation-cache-") if _OWN_CACHE
+          else os.environ[cli.CACHE_ENV])
+os.environ[cli.CACHE_ENV] = _CACHE
+os.environ["JAX_COMPILATION_CACHE_DIR"] = cli.use_compilation_cache(_CACHE)
+# Every program, the smallest too: most of the suite's time is XLA compiling (each process
+# compiles its own eager operations and jax.random's programs, 0.05-1.5 s each).
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+# Every process with the same size limit: JAX keeps access times only under a limit, and
+# its eviction fails on entries written without one.
+os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(cli.CACHE_MAX_BYTES)
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE:
+    shutil.rmtree(_CACHE, ignore_errors=True)
+
+
 # Where CI and developers keep the real MNIST files; a user passes the same path as --data-dir.
 MNIST_DIR = os.environ.get("MNIST_DATA_DIR", str(ROOT.parent / "shared" / "data" / "mnist"))
+
+
+def normal(seed: int, shape) -> "np.ndarray":
+  """Standard normal float32 test inputs. numpy draws them: jax.random's programs take
+  0.3-1.5 s each to compile on XLA:CPU, once per shape, which added up to minutes."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  return np.random.default_rng(seed).standard_normal(shape, np.float32)
 
 
 def require(module: str, required_in_ci: bool = True):
@@ -40,11 +74,11 @@ def mnist(mnist_dir):
   return data.load_mnist(mnist_dir)
 
 
-def restore_run(workdir, config, steps_per_epoch):
-  """`(state, progress)` from the latest checkpoint of the TinyNet run in `workdir`."""
+def restore_run(workdir, config):
+  """`(state, progress)` from the latest checkpoint of the run in `workdir`."""
   import jax
-  from mnist_jax import TinyNet, checkpointing, create_train_state
-  template = create_train_state(jax.random.key(0), TinyNet(), config, steps_per_epoch)
+  from mnist_jax import checkpointing, epoch
+  template = epoch.abstract_state(config, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     return checkpointer.restore(template)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from conftest import normal
 from tolerance import max_abs, sum_order_bound
 from mnist_jax import conv, get_model
 
@@ -24,12 +25,12 @@ def autodiff_conv(x, w, padding):
 
 @pytest.mark.parametrize("size,c_in,c_out,padding", SHAPES)
 def test_value_and_gradients_are_autodiffs(size, c_in, c_out, padding):
-  x = jax.random.normal(jax.random.key(1), (16, size, size, c_in))
-  w = jax.random.normal(jax.random.key(2), (3, 3, c_in, c_out))
+  x = normal(1, (16, size, size, c_in))
+  w = normal(2, (3, 3, c_in, c_out))
   ours = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), padding)
   y, vjp = jax.vjp(ours, x, w)
   y_ref, vjp_ref = jax.vjp(lambda x, w: autodiff_conv(x, w, padding), x, w)
-  dy = jax.random.normal(jax.random.key(3), y.shape)
+  dy = normal(3, y.shape)
   # The same sums, perhaps in another order: each within the rounding bound of its
   # number of terms and their magnitudes (the same convolutions of |x|, |w|, |dy|).
   _, abs_vjp = jax.vjp(lambda x, w: autodiff_conv(x, w, padding), jnp.abs(x), jnp.abs(w))

@@ -86,6 +86,28 @@ def test_seed_k_of_many_is_the_run_its_seed_gives_alone(mnist_dir, tmp_path):
       assert_as_accurate(test_sums[k], ref_test, exact_test, what + "test loss sum")
 
 
+def test_the_compiled_initialisation_is_flax_init_op_by_op():
+  """`init_state` compiles the initialisation into one program: the same random draws and
+  arithmetic as flax's init run op by op (jax.random's functions are compiled either way),
+  so bitwise the same state; with many seeds, seed k's state is its key's alone; and the
+  structure is `abstract_state`'s, with nothing computed."""
+  config = Config(num_seeds=2)
+  keys = epoch.run_keys(config)
+  one_seed = lambda k: jax.tree.map(lambda x: x[k], keys.init)
+  compiled = epoch.init_state(config, keys.init, steps_per_epoch=5)
+  op_by_op = create_train_state(one_seed(1), TinyNet(), config, steps_per_epoch=5)
+  alone = epoch.init_state(config.replace(num_seeds=1), one_seed(1), steps_per_epoch=5)
+  arrays = lambda state: (state.params, state.batch_stats, state.opt_state, state.step)
+  for x, y, z in zip(*(jax.tree.leaves(arrays(s)) for s in (op_by_op, alone, compiled))):
+    np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(x, z[1])
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = epoch.abstract_state(config, sharding)
+  assert jax.tree.structure(arrays(abstract)) == jax.tree.structure(arrays(compiled))
+  for a, x in zip(jax.tree.leaves(arrays(abstract)), jax.tree.leaves(arrays(compiled))):
+    assert (a.shape, a.dtype, a.sharding) == (x.shape, x.dtype, sharding)
+
+
 def _batch_norm_inputs(state, images_BHWC):
   """What each BatchNorm layer normalises in a training-mode pass: conv i feeds bn i."""
   _, captured = state.apply_fn(
@@ -175,13 +197,14 @@ def test_chunked_steps_are_the_per_step_loop(first_steps):
 
 def test_the_epoch_loop_reports_on_schedule_and_never_queues_too_much(first_steps):
   """25 steps (the 5 batches five times over), one program each, reporting every 1000
-  steps: the loop still waits for the device every MAX_QUEUED_PROGRAMS programs (a long
-  queue of 2-device programs can deadlock XLA:CPU), and at the end; chunks of 2 report at
-  every 10 steps."""
+  steps: the loop waits for the device after the first program (the end of the warm-up),
+  then at least every MAX_QUEUED_PROGRAMS programs (a long queue of 2-device programs can
+  deadlock XLA:CPU), and at the end; chunks of 2 report after the first and at every 10."""
   assert epoch.MAX_QUEUED_PROGRAMS < 25
   _, split, keys, fns, order = first_steps
   most = epoch.MAX_QUEUED_PROGRAMS
-  for chunk, every, want in ((1, 1000, [*range(most, 25, most), 25]), (2, 10, [10, 20, 25])):
+  for chunk, every, want in ((1, 1000, [1, *range(1 + most, 25, most), 25]),
+                            (2, 10, [2, 10, 20, 25])):
     reports = []
     state, _ = epoch.train_epoch(
         fns.train_steps, *_sgd_start(first_steps, np.float32), split, order, keys.augment,

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import normal
 from mnist_jax import models
 from mnist_jax.reporting import count_params
 from tolerance import assert_as_accurate, assert_trees_as_accurate, to_float64
@@ -32,7 +33,7 @@ def test_parameter_counts_match_the_original(model, layers, total):
 @pytest.mark.parametrize("model", [models.TinyNet(), models.Net()])
 def test_logits_shape(model):
   variables = _init(model)
-  x = jax.random.normal(jax.random.key(1), (5, 28, 28, 1))
+  x = jnp.asarray(normal(1, (5, 28, 28, 1)))
   assert model.apply(variables, x).shape == (5, 10)
 
 
@@ -60,7 +61,7 @@ def test_eval_mode_uses_running_statistics():
   # Non-trivial running statistics, so a batch-statistics bug would show.
   variables = {"params": variables["params"], "batch_stats": jax.tree.map(
       lambda s: s + 0.3, variables["batch_stats"])}
-  x = jax.random.normal(jax.random.key(1), (8, 28, 28, 1))
+  x = jnp.asarray(normal(1, (8, 28, 28, 1)))
   alone = model.apply(variables, x[:1], train=False)
   in_batch = model.apply(variables, x, train=False)[:1]
   with_others = model.apply(variables, jnp.concatenate([x[:1], 5 * x[1:]]), train=False)[:1]
@@ -78,7 +79,7 @@ def test_eval_mode_uses_running_statistics():
 def test_train_mode_updates_batch_stats_with_pytorch_momentum():
   model = models.TinyNet()
   variables = _init(model)
-  x = jax.random.normal(jax.random.key(1), (16, 28, 28, 1)) * 2 + 1
+  x = jnp.asarray(normal(1, (16, 28, 28, 1))) * 2 + 1
   _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
   conv_mean = lambda params, x: 0.1 * nn.Conv(20, (3, 3), padding="SAME").apply(
       {"params": params}, x).mean(axis=(0, 1, 2))
@@ -92,7 +93,7 @@ def test_train_mode_updates_batch_stats_with_pytorch_momentum():
 def test_masked_examples_do_not_enter_batch_statistics():
   model = models.TinyNet()
   variables = _init(model)
-  x = jax.random.normal(jax.random.key(1), (8, 28, 28, 1))
+  x = jnp.asarray(normal(1, (8, 28, 28, 1)))
   padded = jnp.concatenate([x, 100 * jnp.ones((4, 28, 28, 1))])
   mask = jnp.concatenate([jnp.ones(8), jnp.zeros(4)])
   logits, stats = model.apply(variables, x, train=True, mutable=["batch_stats"])
@@ -104,11 +105,11 @@ def test_masked_examples_do_not_enter_batch_statistics():
 
 
 def test_max_pool_equals_flax_max_pool_in_value_and_gradient():
-  x = jax.random.normal(jax.random.key(0), (3, 8, 10, 4))  # no ties
+  x = jnp.asarray(normal(0, (3, 8, 10, 4)))  # no ties
   ours = lambda x: models.max_pool_2x2(x)
   flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
   np.testing.assert_array_equal(ours(x), flax_pool(x))
-  weights = jax.random.normal(jax.random.key(1), (3, 4, 5, 4))
+  weights = jnp.asarray(normal(1, (3, 4, 5, 4)))
   grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * weights))(x)
   np.testing.assert_array_equal(grad(ours), grad(flax_pool))
 

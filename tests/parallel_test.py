@@ -104,21 +104,28 @@ train_and_evaluate(config, sys.argv[3], resume=sys.argv[4] == "resume", show_pro
 """
 
 
-def _run_on_four(mnist_dir, epochs, workdir, resume):
-  result = subprocess.run(
+def _start_on_four(mnist_dir, epochs, workdir, resume) -> subprocess.Popen:
+  return subprocess.Popen(
       [sys.executable, "-c", RUN_SCRIPT, mnist_dir, str(epochs), str(workdir),
        "resume" if resume else "new"],
-      env=FOUR_DEVICES, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr
+      env=FOUR_DEVICES, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(proc: subprocess.Popen):
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err
 
 
 def _restore(workdir, mnist_dir, epochs):
-  return restore_run(workdir, _config(mnist_dir, epochs), input_pipeline.num_batches(512, 128))
+  return restore_run(workdir, _config(mnist_dir, epochs))
 
 
 def test_checkpoints_move_between_device_counts(tmp_path, mnist_dir):
-  # Written on 4 devices, restored and continued on 1.
-  _run_on_four(mnist_dir, 1, tmp_path / "four", resume=False)
+  # Written on 4 devices (in another process, while this one trains the run below on 1),
+  # restored and continued on 1.
+  on_four = _start_on_four(mnist_dir, 1, tmp_path / "four", resume=False)
+  first = train_and_evaluate(_config(mnist_dir, 1), str(tmp_path / "one"), show_progress=False)
+  _wait(on_four)
   state, progress = _restore(tmp_path / "four", mnist_dir, 1)
   assert int(state.step) == 4 and len(progress["history"]) == 1
   resumed = train_and_evaluate(_config(mnist_dir, 2), str(tmp_path / "four"), resume=True,
@@ -130,9 +137,8 @@ def test_checkpoints_move_between_device_counts(tmp_path, mnist_dir):
   # the run above: Adam turns summation-order rounding in the pre-BatchNorm biases into
   # full-size updates, and no tolerance follows from that; the 4-device step itself is
   # checked against one device above.
-  first = train_and_evaluate(_config(mnist_dir, 1), str(tmp_path / "one"), show_progress=False)
   written = json.loads((tmp_path / "one" / "metrics.jsonl").read_text())
-  _run_on_four(mnist_dir, 2, tmp_path / "one", resume=True)
+  _wait(_start_on_four(mnist_dir, 2, tmp_path / "one", resume=True))
   on_four, progress = _restore(tmp_path / "one", mnist_dir, 2)
   assert int(first.step) == 4 and int(on_four.step) == 8 and len(progress["history"]) == 2
   assert progress["history"][0] == written
@@ -174,17 +180,17 @@ def _finish(procs, timeout_s=300):
 def test_two_processes_train_as_one_process_with_two_devices(tmp_path, mnist_dir):
   two, one = tmp_path / "two_processes", tmp_path / "one_process"
   cluster = ["--coordinator-address", f"127.0.0.1:{_free_loopback_port()}", "--num-processes", 2]
+  # The two processes, and alongside them the one process they must equal.
   outs = _finish([_train(["--data-dir", mnist_dir, "--workdir", two, *SMALL_RUN, *cluster,
-                          "--process-id", i], devices=1) for i in (0, 1)])
+                          "--process-id", i], devices=1) for i in (0, 1)]
+                 + [_train(["--data-dir", mnist_dir, "--workdir", one, *SMALL_RUN], devices=2)])
   assert all(rc == 0 for rc, _, _ in outs), outs
+  outs = outs[:2]
   assert "epoch   1" in outs[0][1] and "run folder" in outs[0][1]
   for words in ("run folder", "epoch", "done"):  # process 1 reports nothing of its own
     assert words not in outs[1][1], outs[1][1]
   assert sorted(os.listdir(two)) == ["checkpoints", "config.json", "metrics.jsonl",
                                      "model_summary.txt", "training_curves.png"]
-  [(rc, _, err)] = _finish([_train(["--data-dir", mnist_dir, "--workdir", one, *SMALL_RUN],
-                                   devices=2)])
-  assert rc == 0, err
 
   # Both meshes have two devices, each computing the same 128-example half of every batch
   # with the same program; only the all-reduce differs (gloo between processes, shared
@@ -192,7 +198,7 @@ def test_two_processes_train_as_one_process_with_two_devices(tmp_path, mnist_dir
   # So the derived tolerance is zero: bit for bit.
   config = Config(batch_size=256, learning_rate=0.01, num_epochs=1)
   steps = input_pipeline.num_batches(1024, 256)
-  (a, progress_a), (b, progress_b) = (restore_run(w, config, steps) for w in (two, one))
+  (a, progress_a), (b, progress_b) = (restore_run(w, config) for w in (two, one))
   for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state, a.step)),
                   jax.tree.leaves((b.params, b.batch_stats, b.opt_state, b.step))):
     np.testing.assert_array_equal(x, y)
@@ -205,5 +211,5 @@ def test_two_processes_train_as_one_process_with_two_devices(tmp_path, mnist_dir
   [(rc, out, err)] = _finish([_train(["--data-dir", mnist_dir, "--workdir", two, *SMALL_RUN,
                                       "--epochs", 2, "--resume"], devices=2)])
   assert rc == 0, err
-  resumed, progress = restore_run(two, config.replace(num_epochs=2), steps)
+  resumed, progress = restore_run(two, config.replace(num_epochs=2))
   assert int(resumed.step) == 2 * steps and len(progress["history"]) == 2

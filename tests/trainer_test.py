@@ -2,6 +2,8 @@
 
 import json
 import os
+import pathlib
+import shutil
 
 import jax
 import numpy as np
@@ -11,18 +13,38 @@ from mnist_jax import (Config, TinyNet, checkpointing, create_train_state, epoch
                        load_mnist, steps, train_and_evaluate, trainer)
 from tolerance import assert_as_accurate, to_float64
 
-TIMING_FIELDS = ("epoch_seconds", "eval_seconds", "images_per_second")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def small_config(mnist_dir):
   return Config(batch_size=256, learning_rate=0.01, num_epochs=2, num_train_examples=1000,
                 data_dir=mnist_dir)
 
 
+# Runs that several tests read, trained once: a test that continues or changes a run gets
+# its own copy of the folder.
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, small_config):
+  """(final state, folder) of the small run's 2 epochs, uninterrupted."""
+  workdir = tmp_path_factory.mktemp("straight") / "run"
+  return train_and_evaluate(small_config, str(workdir), show_progress=False), workdir
+
+
+@pytest.fixture(scope="module")
+def first_epoch_run(tmp_path_factory, small_config):
+  """The folder of the small run stopped after its first epoch."""
+  workdir = tmp_path_factory.mktemp("first_epoch") / "run"
+  train_and_evaluate(small_config.replace(num_epochs=1), str(workdir), show_progress=False)
+  return workdir
+
+
+def _copy(run_folder, tmp_path):
+  return str(shutil.copytree(run_folder, tmp_path / "run"))
+
+
 def _history(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_FIELDS}
+    return [{k: v for k, v in json.loads(line).items() if not k.endswith(("seconds", "second"))}
             for line in f]
 
 
@@ -32,40 +54,39 @@ def _assert_states_equal(a, b):
     np.testing.assert_array_equal(x, y)
 
 
-def test_train_and_evaluate_returns_the_trained_state(tmp_path, small_config):
-  state = train_and_evaluate(small_config, str(tmp_path), show_progress=False)
+def test_train_and_evaluate_returns_the_trained_state(straight_run):
+  state, workdir = straight_run
   assert int(state.step) == 2 * 4  # ceil(1000 / 256) = 4 steps per epoch, last one short
-  history = _history(tmp_path)
+  history = _history(workdir)
   assert [r["epoch"] for r in history] == [1, 2]
   assert history[1]["train_loss"] < history[0]["train_loss"]
   assert history[1]["test_accuracy"] > 0.2  # 8 steps on 1000 images, from 10% chance
   assert history[0]["learning_rate"] == pytest.approx(0.01)
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
-  assert json.load(open(tmp_path / "config.json"))["num_train_examples"] == 1000
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
+  assert json.load(open(workdir / "config.json"))["num_train_examples"] == 1000
 
 
-def test_resumed_run_equals_an_uninterrupted_one_bitwise(tmp_path, small_config):
-  straight = train_and_evaluate(small_config, str(tmp_path / "a"), show_progress=False)
-  train_and_evaluate(small_config.replace(num_epochs=1), str(tmp_path / "b"),
-                     show_progress=False)
-  resumed = train_and_evaluate(small_config, str(tmp_path / "b"), resume=True,
-                               show_progress=False)
+def test_resumed_run_equals_an_uninterrupted_one_bitwise(tmp_path, small_config, straight_run,
+                                                         first_epoch_run):
+  straight, straight_dir = straight_run
+  workdir = _copy(first_epoch_run, tmp_path)
+  resumed = train_and_evaluate(small_config, workdir, resume=True, show_progress=False)
   _assert_states_equal(straight, resumed)
-  assert _history(tmp_path / "a") == _history(tmp_path / "b")
+  assert _history(straight_dir) == _history(workdir)
 
 
-def test_resume_refuses_changed_settings(tmp_path, small_config):
-  train_and_evaluate(small_config.replace(num_epochs=1), str(tmp_path), show_progress=False)
+def test_resume_refuses_changed_settings(tmp_path, small_config, first_epoch_run):
+  workdir = _copy(first_epoch_run, tmp_path)
   with pytest.raises(trainer.RunError, match="learning_rate=0.01 \\(now 0.02\\)"):
-    train_and_evaluate(small_config.replace(learning_rate=0.02), str(tmp_path), resume=True)
+    train_and_evaluate(small_config.replace(learning_rate=0.02), workdir, resume=True)
 
 
-def test_an_earlier_run_is_never_overwritten(tmp_path, small_config):
-  train_and_evaluate(small_config.replace(num_epochs=1), str(tmp_path), show_progress=False)
-  before = {f: open(tmp_path / f, "rb").read() for f in ("metrics.jsonl", "config.json")}
+def test_an_earlier_run_is_never_overwritten(tmp_path, small_config, first_epoch_run):
+  workdir = pathlib.Path(_copy(first_epoch_run, tmp_path))
+  before = {f: open(workdir / f, "rb").read() for f in ("metrics.jsonl", "config.json")}
   with pytest.raises(trainer.RunError, match="already holds a run"):
-    train_and_evaluate(small_config, str(tmp_path), show_progress=False)
-  assert before == {f: open(tmp_path / f, "rb").read() for f in before}
+    train_and_evaluate(small_config, str(workdir), show_progress=False)
+  assert before == {f: open(workdir / f, "rb").read() for f in before}
 
 
 def test_resume_without_checkpoints_is_refused(tmp_path, small_config):
@@ -122,13 +143,14 @@ def test_two_seeds_resume_bitwise(tmp_path, small_config):
                        resume=True)
 
 
-def test_precise_bn_changes_no_training_and_is_kept_for_evaluation(tmp_path, small_config):
-  plain = train_and_evaluate(small_config, str(tmp_path / "plain"), show_progress=False)
+def test_precise_bn_changes_no_training_and_is_kept_for_evaluation(tmp_path, small_config,
+                                                                    straight_run):
+  plain, plain_dir = straight_run
   precise = train_and_evaluate(small_config.replace(precise_bn=True), str(tmp_path / "precise"),
                                show_progress=False)
   _assert_states_equal(plain, precise)  # running statistics included
   history = _history(tmp_path / "precise")
-  for with_precise, without in zip(history, _history(tmp_path / "plain")):
+  for with_precise, without in zip(history, _history(plain_dir)):
     assert {k: v for k, v in with_precise.items() if "precise" not in k} == without
   # The checkpoint keeps them: evaluating with them gives the accuracy the run reported.
   checkpointer = checkpointing.Checkpointer(str(tmp_path / "precise" / "checkpoints"))
@@ -143,7 +165,7 @@ def test_precise_bn_changes_no_training_and_is_kept_for_evaluation(tmp_path, sma
   assert float(sums["correct"]) / 10_000 == history[-1]["test_accuracy_precise_bn"]
   assert history[-1]["test_accuracy_precise_bn"] != history[-1]["test_accuracy"]
   with pytest.raises(checkpointing.CheckpointError, match="without --precise-bn"):
-    checkpointer = checkpointing.Checkpointer(str(tmp_path / "plain" / "checkpoints"))
+    checkpointer = checkpointing.Checkpointer(str(plain_dir / "checkpoints"))
     try:
       checkpointer.restore_precise_batch_stats(plain.batch_stats)
     finally:
