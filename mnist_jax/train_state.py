@@ -1,5 +1,6 @@
 """The training state: params, BatchNorm statistics, optimizer state and step."""
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -15,8 +16,12 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
+@functools.partial(jax.jit, static_argnames=("model", "config", "steps_per_epoch"))
 def create_train_state(
     rng: jax.Array, model: nn.Module, config, steps_per_epoch: int) -> TrainState:
+  """The initial state, computed as one compiled program: flax's `model.init` run op by op
+  took 7.7 s for TinyNet on 2 cores (compiling each operation), the program 2-3 s, with
+  bitwise the same values (tests/epoch_test.py)."""
   variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
   return TrainState.create(
       apply_fn=model.apply,

@@ -87,18 +87,22 @@ def test_seed_k_of_many_is_the_run_its_seed_gives_alone(mnist_dir, tmp_path):
 
 
 def test_the_compiled_initialisation_is_flax_init_op_by_op():
-  """`init_state` compiles the initialisation into one program: the same random draws and
-  arithmetic as flax's init run op by op (jax.random's functions are compiled either way),
-  so bitwise the same state; with many seeds, seed k's state is its key's alone; and the
-  structure is `abstract_state`'s, with nothing computed."""
+  """`create_train_state` and `init_state` compile the initialisation into one program: the
+  same random draws and arithmetic as flax's init run op by op (jax.random's functions are
+  compiled either way), so bitwise the same variables; with many seeds, seed k's state is
+  its key's alone; and the structure is `abstract_state`'s, with nothing computed."""
   config = Config(num_seeds=2)
   keys = epoch.run_keys(config)
   one_seed = lambda k: jax.tree.map(lambda x: x[k], keys.init)
   compiled = epoch.init_state(config, keys.init, steps_per_epoch=5)
-  op_by_op = create_train_state(one_seed(1), TinyNet(), config, steps_per_epoch=5)
+  created = create_train_state(one_seed(1), TinyNet(), config, steps_per_epoch=5)
   alone = epoch.init_state(config.replace(num_seeds=1), one_seed(1), steps_per_epoch=5)
+  op_by_op = TinyNet().init(one_seed(1), np.zeros((1, 28, 28, 1), np.float32))  # not jitted
+  for x, y in zip(jax.tree.leaves(op_by_op),
+                  jax.tree.leaves({"batch_stats": created.batch_stats, "params": created.params})):
+    np.testing.assert_array_equal(x, y)
   arrays = lambda state: (state.params, state.batch_stats, state.opt_state, state.step)
-  for x, y, z in zip(*(jax.tree.leaves(arrays(s)) for s in (op_by_op, alone, compiled))):
+  for x, y, z in zip(*(jax.tree.leaves(arrays(s)) for s in (created, alone, compiled))):
     np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(x, z[1])
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
