@@ -8,6 +8,7 @@ draw. The page loads nothing from the internet. It answers what predict.py would
 same picture (mnist_jax/serving.py). Exit status: 2 bad input (one line on stderr).
 """
 
+import ipaddress
 import logging
 import sys
 
@@ -37,6 +38,9 @@ def main(argv=None) -> int:
           "choose another --port", file=sys.stderr)
     return 2
   host, port = server.server_address[:2]
+  if not ipaddress.ip_address(host).is_loopback:
+    print(f"note: listening on {host}: anyone who can reach this address can use the page "
+          "(a demo, not a public server)", file=sys.stderr, flush=True)
   print(f"serving {serving.describe(model, args.workdir)}\n"
         f"open http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
   try:

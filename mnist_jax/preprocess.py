@@ -7,15 +7,27 @@ the MNIST page). `to_mnist` does the same to any picture of one digit: PNG or JP
 any size, RGB/RGBA or grey, dark ink on a light background or the reverse.
 """
 
+import warnings
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 BOX = 20  # the digit's longer side, in pixels
 SIZE = 28
+# Bounded work per picture, whatever a file declares: at most MAX_PIXELS (a 4000x4000
+# photo of a digit still reads), decoded at most WORK_SIDE pixels on its longer side
+# (JPEG's own reduced decoding where it can, then PIL's `reduce`) before any conversion
+# to floats. A 9000x9000 PNG took a server to 3.1 GB in float64 copies; now ~0.1 GB.
+MAX_PIXELS = 16_000_000
+WORK_SIDE = 1024
 
 
 class ImageError(ValueError):
   """A picture that holds no digit to read; the message says why."""
+
+
+class PictureTooLarge(ImageError):
+  """A picture over MAX_PIXELS (or PIL's decompression-bomb limit)."""
 
 
 def ink(image: Image.Image) -> np.ndarray:
@@ -32,6 +44,9 @@ def ink(image: Image.Image) -> np.ndarray:
     border = _border(np.where(alpha > 0.5, grey, np.nan))
     level = 1.0 if np.isnan(border) else border
     grey = alpha * grey + (1 - alpha) * level
+  elif image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit and float greys
+    grey = np.asarray(image, np.float64)
+    grey = grey / (65535 if image.mode.startswith("I;16") or grey.max() > 255 else 255)
   else:
     grey = np.asarray(image.convert("L"), np.float64) / 255
   background = _border(grey)
@@ -73,18 +88,35 @@ def to_mnist(image: Image.Image, threshold: float = 0.1) -> np.ndarray:
 
 def load_image(source, name: str | None = None) -> np.ndarray:
   """`to_mnist` of an image file (a path, or a binary file object such as an upload);
-  ImageError naming it (`name`, default the path) when it cannot be read."""
+  ImageError naming it (`name`, default the path) when it cannot be read, PictureTooLarge
+  when it declares more than MAX_PIXELS. Phone photos are turned upright (EXIF); of an
+  animation, the first frame counts."""
   name = str(source) if name is None else name
   try:
-    with Image.open(source) as image:
-      image.load()
-      return to_mnist(image)
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(source) as image:
+        width, height = image.size  # from the header: nothing decoded yet
+        if width * height > MAX_PIXELS:
+          raise PictureTooLarge(f"{width}x{height} pixels is more than the "
+                                f"{MAX_PIXELS // 1_000_000} million this reads; send a "
+                                "smaller picture")
+        image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # JPEG: decode at 1/2, 1/4, 1/8
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        factor = -(-max(image.size) // WORK_SIDE)  # ceil
+        return to_mnist(image.reduce(factor) if factor > 1 else image)
   except FileNotFoundError:
     raise ImageError(f"{name}: no such file") from None
   except IsADirectoryError:
     raise ImageError(f"{name}: is a directory, not an image") from None
+  except PictureTooLarge as e:
+    raise PictureTooLarge(f"{name}: {e}") from None
   except ImageError as e:
     raise ImageError(f"{name}: {e}") from None
-  except (OSError, SyntaxError, ValueError) as e:  # what PIL raises for what it cannot decode
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    raise PictureTooLarge(f"{name}: declares more pixels than PIL will decode (a "
+                          "decompression bomb?); send a smaller picture") from None
+  except (OSError, SyntaxError, ValueError, EOFError) as e:  # what PIL raises for what it cannot decode
     raise ImageError(f"{name}: not an image PIL can read ({type(e).__name__}); "
                      "give a PNG or JPEG") from None

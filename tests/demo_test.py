@@ -5,13 +5,17 @@ digits drawn as mouse strokes.
     DEMO_SCREENSHOT=docs/demo.png python -m pytest tests/demo_test.py   # README's picture
 """
 
+import concurrent.futures
 import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -29,19 +33,25 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 
 
 @pytest.fixture(scope="module")
-def demo_url():
+def demo():
+  """(the running demo.py process, its address)."""
   proc = subprocess.Popen([sys.executable, "demo.py", "results", "--port", "0"], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
     for line in proc.stdout:  # ends when the process does, so a failed start cannot hang
       if line.startswith("open http://"):
-        yield line.split()[1]
+        yield proc, line.split()[1]
         break
     else:
       pytest.fail(f"demo.py did not start: {proc.stderr.read()}")
   finally:
     proc.terminate()
     proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def demo_url(demo):
+  return demo[1]
 
 
 def post(url: str, body: bytes) -> tuple[int, dict]:
@@ -107,10 +117,14 @@ def test_digits_drawn_with_the_mouse_are_read(demo_url, tmp_path):
                                          args=CHROMIUM_FLAGS)
     try:
       page = browser.new_page(viewport={"width": 820, "height": 440})
-      requested = []
+      requested, console = [], []
       page.on("request", lambda request: requested.append(request.url))
+      page.on("console", lambda message: console.append(message.text))
       page.goto(demo_url)
       pad = page.locator("#pad").bounding_box()
+      # Waits through selectors: the page's policy forbids the eval that a JavaScript
+      # predicate (wait_for_function) would need.
+      idle = page.locator("body[data-busy='false']")
       for expected, strokes in DRAWINGS:
         page.click("#clear")
         assert page.text_content("#digit") == "–"
@@ -122,11 +136,11 @@ def test_digits_drawn_with_the_mouse_are_read(demo_url, tmp_path):
           for x, y in points[1:]:
             page.mouse.move(pad["x"] + x * pad["width"], pad["y"] + y * pad["height"], steps=6)
           # The answer follows the pen: asked while the button is still down.
-          page.wait_for_function("document.body.dataset.busy === 'false'")
+          idle.wait_for()
           assert sum(url.endswith("/predict") for url in requested) > asked_before
           page.mouse.up()
-        page.wait_for_function("document.body.dataset.busy === 'false'"
-                               " && document.getElementById('digit').textContent !== '–'")
+        sync_api.expect(page.locator("#digit")).not_to_have_text("–")
+        idle.wait_for()
         assert page.text_content("#digit") == str(expected)
         assert page.get_attribute(".row.top", "data-digit") == str(expected)
         shot = page.screenshot(path=str(tmp_path / f"drawn-{expected}.png"))
@@ -135,6 +149,10 @@ def test_digits_drawn_with_the_mouse_are_read(demo_url, tmp_path):
           shutil.copy(tmp_path / f"drawn-{expected}.png", os.environ["DEMO_SCREENSHOT"])
       # Offline by construction: the page asked nothing of any other address.
       assert requested and all(url.startswith(demo_url) for url in requested), requested
+      # Its own Content-Security-Policy let all of it run (the bars are drawn, too).
+      assert not [m for m in console if "Content Security Policy" in m], console
+      assert page.evaluate("getComputedStyle(document.querySelector('.row.top .fill')).width")\
+          != "0px"
     finally:
       browser.close()
 
@@ -144,3 +162,222 @@ def test_a_folder_without_a_run_is_one_line_and_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 2 and result.stderr.count("\n") == 1
   assert "not a run folder" in result.stderr
+
+
+# ---- hostile and unusual requests ----
+
+def _drawn_digit() -> bytes:
+  """A 7 as the page sends it: dark strokes on a white 280x280 canvas."""
+  from PIL import ImageDraw  # pylint: disable=import-outside-toplevel
+  canvas = Image.new("RGBA", (280, 280), "white")
+  ImageDraw.Draw(canvas).line([(70, 50), (210, 50), (154, 140), (112, 246)], fill="black",
+                              width=18)
+  return png(canvas)
+
+
+def _picture(size, fmt="PNG", mode="L", **save) -> bytes:
+  from PIL import ImageDraw  # pylint: disable=import-outside-toplevel
+  image = Image.new(mode, size, "white")
+  width, height = size
+  ImageDraw.Draw(image).line([(width // 2, height // 10), (width // 2, 9 * height // 10)],
+                             fill="black", width=max(1, width // 30))
+  buffer = io.BytesIO()
+  image.save(buffer, format=fmt, **save)
+  return buffer.getvalue()
+
+
+def _exchange(url, chunks, pause_s=0.0, timeout_s=40.0):
+  """Sends `chunks` (bytes, with `pause_s` between them) on a raw connection; returns
+  (status or None when the server closed without answering, the body's error text,
+  seconds until the answer or the close)."""
+  address = urllib.parse.urlsplit(url)
+  start = time.monotonic()
+  with socket.create_connection((address.hostname, address.port), timeout=timeout_s) as sock:
+    try:
+      for chunk in chunks:
+        sock.sendall(chunk)
+        time.sleep(pause_s)
+    except OSError:
+      pass  # the server hung up on a trickle: its answer (if any) is read below
+    received = b""
+    try:
+      while chunk := sock.recv(1 << 16):
+        received += chunk
+    except ConnectionResetError:
+      pass
+  elapsed = time.monotonic() - start
+  if not received:
+    return None, "", elapsed
+  if not received.startswith(b"HTTP/"):
+    return "no status line", received[:80], elapsed
+  head, _, body = received.partition(b"\r\n\r\n")
+  error = json.loads(body).get("error", "") if body.startswith(b"{") else body.decode()[:80]
+  return int(head.split()[1]), error, elapsed
+
+
+def _post(length_header: str, body: bytes = b"", path="/predict") -> list:
+  return [f"POST {path} HTTP/1.1\r\nHost: x\r\n{length_header}\r\n".encode() + body]
+
+
+def _cmyk_jpeg() -> bytes:
+  buffer = io.BytesIO()
+  Image.open(io.BytesIO(_picture((200, 200), "PNG", "RGB"))).convert("CMYK").save(
+      buffer, format="JPEG")
+  return buffer.getvalue()
+
+
+def _rotated_jpeg() -> bytes:
+  """A '1' lying on its side, with EXIF saying 'turn me upright' (orientation 6 = the
+  camera was rotated 90 degrees clockwise)."""
+  image = Image.open(io.BytesIO(_picture((300, 200), "PNG"))).rotate(90, expand=True)
+  image = image.transpose(Image.Transpose.ROTATE_90)  # now horizontal, as a sensor saw it
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  buffer = io.BytesIO()
+  image.save(buffer, format="JPEG", exif=exif)
+  return buffer.getvalue()
+
+
+def _sixteen_bit_png() -> bytes:
+  ink = np.full((200, 200), 65535, np.uint16)
+  ink[20:180, 95:105] = 0
+  buffer = io.BytesIO()
+  Image.fromarray(ink).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def _palette_png_with_transparency() -> bytes:
+  image = Image.new("P", (200, 200), 0)
+  image.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)
+  image.paste(1, (95, 20, 105, 180))  # a black stroke on a transparent background
+  buffer = io.BytesIO()
+  image.save(buffer, format="PNG", transparency=0)
+  return buffer.getvalue()
+
+
+def _upload(picture: bytes) -> list:
+  return _post(f"Content-Length: {len(picture)}\r\n", picture)
+
+
+def _bomb() -> bytes:
+  """109 kB of PNG declaring 30000x30000 pixels."""
+  buffer = io.BytesIO()
+  Image.new("1", (30000, 30000), 1).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def _stall_bound_s() -> float:
+  """Stalled clients are answered 408 or hung up on within the server's whole-request bound
+  and one more read, plus the trickling client's own 1 s pauses and a margin for a busy CI."""
+  from mnist_jax import serving  # pylint: disable=import-outside-toplevel
+  return serving.REQUEST_SECONDS + serving.READ_TIMEOUT_SECONDS + 1 + 5
+
+# case -> (what the client sends, expected status (None: hung up on), words in the reason)
+HOSTILE = {
+    "length not a number": (lambda: _post("Content-Length: abc\r\n"), 400, "not a number"),
+    "no length": (lambda: _post(""), 411, "Content-Length"),
+    "negative length": (lambda: _post("Content-Length: -5\r\n"), 400, "not a number"),
+    "huge length": (lambda: _post(f"Content-Length: {10 ** 15}\r\n"), 413, "at most"),
+    "zero length": (lambda: _post("Content-Length: 0\r\n"), 400, "PNG or JPEG"),
+    "says 1000, sends 10": (lambda: _post("Content-Length: 1000\r\n", b"0123456789"), 408,
+                            "did not arrive"),
+    "connects, sends nothing": (lambda: [b""], None, ""),
+    "trickles its headers": (lambda: [bytes([c]) for c in b"POST /predict HTTP/1.1\r\nHost: "
+                                      b"x\r\nX-Slow: " + b"a" * 400], None, ""),
+    "decompression bomb": (lambda: _upload(_bomb()), 413, "decompression bomb"),
+    "9000x9000 PNG": (lambda: _upload(_picture((9000, 9000))), 413, "16 million"),
+    "3 MB of noise": (lambda: _upload(np.random.default_rng(0).bytes(3 << 20)), 400,
+                      "not an image"),
+    "truncated PNG": (lambda: _upload(_drawn_digit()[:300]), 400, "not an image"),
+    "path traversal": (lambda: [b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n"], 404,
+                       "no such page"),
+    "unknown method": (lambda: [b"BREW /predict HTTP/1.1\r\nHost: x\r\n\r\n"], 501, ""),
+    "garbage request line": (lambda: [b"GARBAGE\r\n\r\n"], 400, ""),
+    "a header line of 70 kB": (lambda: [b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"],
+                               431, ""),
+    "200 headers": (lambda: [b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n"], 431, ""),
+    "post elsewhere": (lambda: _post("Content-Length: 3\r\n", b"abc", path="/admin"), 404,
+                       "/predict"),
+    "blank canvas": (lambda: _upload(png(Image.new("RGB", (280, 280), "white"))), 400, "blank"),
+    "1x1 picture": (lambda: _upload(_picture((1, 1))), 400, "blank"),
+    # Formats people send: each read as a digit.
+    "4000x4000 JPEG photo": (lambda: _upload(_picture((4000, 4000), "JPEG")), 200, ""),
+    "1x5000 strip": (lambda: _upload(_picture((1, 5000))), 200, ""),
+    "16-bit PNG": (lambda: _upload(_sixteen_bit_png()), 200, ""),
+    "palette PNG, transparent": (lambda: _upload(_palette_png_with_transparency()), 200, ""),
+    "CMYK JPEG": (lambda: _upload(_cmyk_jpeg()), 200, ""),
+    "JPEG turned by EXIF": (lambda: _upload(_rotated_jpeg()), 200, ""),
+    "GIF": (lambda: _upload(_picture((200, 200), "GIF")), 200, ""),
+    "BMP": (lambda: _upload(_picture((200, 200), "BMP")), 200, ""),
+    "TIFF": (lambda: _upload(_picture((200, 200), "TIFF")), 200, ""),
+    "WebP": (lambda: _upload(_picture((200, 200), "WEBP")), 200, ""),
+}
+
+
+def _peak_memory_bytes(pid: int) -> int:
+  with open(f"/proc/{pid}/status") as f:
+    return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def test_hostile_and_unusual_requests_get_their_answer_in_bounded_time(demo):
+  proc, url = demo
+  cases = {name: make() for name, (make, _, _) in HOSTILE.items()}
+  with concurrent.futures.ThreadPoolExecutor(len(cases)) as pool:
+    futures = {name: pool.submit(_exchange, url, chunks, 1.0 if name.startswith("trickles")
+                                 else 0.0) for name, chunks in cases.items()}
+    answers = {name: future.result(timeout=120) for name, future in futures.items()}
+  bound_s = _stall_bound_s()
+  for name, (status, error, elapsed) in answers.items():
+    _, want_status, words = HOSTILE[name]
+    assert (status, elapsed <= bound_s) == (want_status, True), (name, status, error, elapsed)
+    assert words in error, (name, error)
+  assert proc.poll() is None  # alive, and still reading drawings
+  status, error, _ = _exchange(url, _upload(_drawn_digit()))
+  assert status == 200, error
+  assert _peak_memory_bytes(proc.pid) < 1 << 30
+
+
+def test_the_page_says_who_may_run_what(demo_url):
+  with urllib.request.urlopen(demo_url, timeout=60) as page:
+    headers = page.headers
+  policy = dict(part.strip().split(" ", 1) for part in headers["Content-Security-Policy"].split(";"))
+  assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+  assert policy["connect-src"] == "'self'" and "unsafe" not in policy["script-src"]
+  assert headers["X-Content-Type-Options"] == "nosniff"
+  assert headers["X-Frame-Options"] == "DENY" and headers["Referrer-Policy"] == "no-referrer"
+
+
+def _damaged(rng, good: list) -> bytes:
+  """A truncated, bit-flipped or spliced copy of one of the good files."""
+  data = bytearray(good[rng.integers(len(good))])
+  how = rng.integers(3)
+  if how == 0:
+    return bytes(data[:rng.integers(1, len(data))])
+  if how == 1:
+    for position in rng.integers(0, len(data), rng.integers(1, 20)):
+      data[position] ^= 1 << int(rng.integers(8))
+    return bytes(data)
+  other = good[rng.integers(len(good))]
+  return bytes(data[:rng.integers(len(data))]) + other[rng.integers(len(other)):]
+
+
+def test_damaged_files_are_a_digit_or_a_reason(demo_url):
+  """300 truncated, bit-flipped and spliced PNG and JPEG files (a fixed seed): through
+  preprocess.load_image each is a digit or an ImageError; through /predict, 200 or 400."""
+  from mnist_jax import preprocess  # pylint: disable=import-outside-toplevel
+  good = [_drawn_digit(), _picture((280, 280), "JPEG"), _picture((120, 90), "PNG", "RGB")]
+  rng = np.random.default_rng(21)
+  outcomes = {}
+  for i in range(300):
+    data = _damaged(rng, good)
+    try:
+      digit = preprocess.load_image(io.BytesIO(data), name=f"damaged {i}")
+      assert digit.shape == (28, 28, 1) and digit.dtype == np.uint8
+      read = 200
+    except preprocess.ImageError:
+      read = 400
+    if i % 3 == 0:  # a third of them through the server too: the same outcome
+      status, error, _ = _exchange(demo_url, _upload(data))
+      assert status == read, (i, status, error)
+    outcomes[read] = outcomes.get(read, 0) + 1
+  assert outcomes.get(200) and outcomes.get(400), outcomes  # both kinds occurred

@@ -26,12 +26,14 @@ def test_digits_from_files_with_bad_files_among_them(tmp_path, mnist):
     files.append(path)
   (tmp_path / "notes.png").write_text("not an image")
   Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
+  Image.new("1", (30000, 30000), 1).save(tmp_path / "bomb.png")  # 109 kB, 900 Mpx declared
 
   result = run(ROOT / "results", files[0], tmp_path / "notes.png", *files[1:],
-               tmp_path / "blank.png", "--json")
+               tmp_path / "blank.png", tmp_path / "bomb.png", "--json")
   assert result.returncode == 2, result.stderr
   errors = result.stderr.strip().splitlines()
-  assert len(errors) == 2 and "notes.png: not an image" in errors[0] and "blank" in errors[1]
+  assert len(errors) == 3 and "notes.png: not an image" in errors[0] and "blank" in errors[1]
+  assert "bomb.png: declares more pixels" in errors[2]
   answers = [json.loads(line) for line in result.stdout.splitlines()]
   assert [a["file"] for a in answers] == [str(f) for f in files]
   assert [a["digit"] for a in answers] == [int(l) for l in labels]

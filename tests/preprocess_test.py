@@ -79,3 +79,46 @@ def test_files_that_are_not_images_are_named(tmp_path):
     preprocess.load_image(str(tmp_path / "notes.png"))
   with pytest.raises(preprocess.ImageError, match="missing.png: no such file"):
     preprocess.load_image(str(tmp_path / "missing.png"))
+
+
+def _saved(image: Image.Image, fmt: str, **save) -> "io.BytesIO":
+  import io  # pylint: disable=import-outside-toplevel
+  buffer = io.BytesIO()
+  image.save(buffer, format=fmt, **save)
+  buffer.seek(0)
+  return buffer
+
+
+def test_a_phone_photo_is_turned_upright_by_its_exif(mnist):
+  """A camera stores the sensor's pixels and an EXIF orientation; orientation 6 says
+  'turn 90 degrees clockwise to view'. Read upright, it is the digit; ignoring the tag
+  would read it lying on its side."""
+  upright = Image.fromarray(255 - mnist["test"].images[0, ..., 0]).resize((280, 280))
+  sensor = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera stored
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  read = preprocess.load_image(_saved(sensor, "JPEG", exif=exif, quality=95))
+  want = preprocess.load_image(_saved(upright, "JPEG", quality=95))
+  lying = preprocess.load_image(_saved(sensor, "JPEG", quality=95))
+  error = lambda a: np.abs(a.astype(int) - want.astype(int)).mean()
+  assert error(read) < 0.25 * error(lying), (error(read), error(lying))
+
+
+def test_large_pictures_are_read_at_bounded_size_and_huge_ones_refused(mnist):
+  """Past WORK_SIDE pixels a picture is reduced before it is converted to floats: the same
+  digit as from a smaller copy. Past MAX_PIXELS (from the header alone) it is refused."""
+  digit = Image.fromarray(255 - mnist["test"].images[1, ..., 0])
+  small, large = (preprocess.load_image(_saved(digit.resize((side, side)), "PNG"))
+                  for side in (preprocess.WORK_SIDE, 3 * preprocess.WORK_SIDE))
+  assert np.abs(small.astype(int) - large.astype(int)).mean() < 2  # of 0-255
+  side = int(preprocess.MAX_PIXELS ** 0.5) + 1
+  with pytest.raises(preprocess.PictureTooLarge, match=f"{side}x{side} pixels is more than"):
+    preprocess.load_image(_saved(Image.new("1", (side, side), 1), "PNG"), name="huge")
+
+
+def test_sixteen_bit_greys_are_read_as_greys():
+  ink_HW = np.full((200, 200), 65535, np.uint16)
+  ink_HW[20:180, 95:105] = 50 * 257  # a dark grey stroke: 8 bits would clip it to white
+  sixteen = preprocess.load_image(_saved(Image.fromarray(ink_HW), "PNG"))
+  eight = preprocess.load_image(_saved(Image.fromarray((ink_HW >> 8).astype(np.uint8)), "PNG"))
+  np.testing.assert_array_equal(sixteen, eight)
