@@ -381,3 +381,34 @@ def test_damaged_files_are_a_digit_or_a_reason(demo_url):
       assert status == read, (i, status, error)
     outcomes[read] = outcomes.get(read, 0) + 1
   assert outcomes.get(200) and outcomes.get(400), outcomes  # both kinds occurred
+
+
+def test_a_host_beyond_loopback_is_announced(tmp_path):
+  """`--host` on an address other machines can reach: one note on stderr, and the page
+  served there. The address lives in a network namespace this test makes (root), so
+  nothing outside it can reach the server."""
+  if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"):
+    pytest.skip("needs root, unshare and nsenter to make a network namespace")
+  address = "10.99.0.1"
+  setup = (f"ip link add v0 type veth peer name v1 && ip addr add {address}/24 dev v0 && "
+           "ip link set v0 up && ip link set v1 up && ip link set lo up")
+  proc = subprocess.Popen(
+      ["unshare", "--net", "sh", "-c",
+       f"{setup} && exec {sys.executable} demo.py results --host {address} --port 0"],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    url = next((line.split()[1] for line in proc.stdout if line.startswith("open http://")), None)
+    if url is None and "Operation not permitted" in proc.stderr.read():
+      pytest.skip("this machine does not allow network namespaces")
+    assert url is not None and url.startswith(f"http://{address}:"), url
+    # From inside the namespace, as another machine on that network would ask.
+    fetch = subprocess.run(
+        ["nsenter", f"--net=/proc/{proc.pid}/ns/net", sys.executable, "-c",
+         f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=30).status)"],
+        capture_output=True, text=True, timeout=60)
+    assert fetch.stdout.strip() == "200", fetch.stderr
+  finally:
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+  notes = err.strip().splitlines()
+  assert len(notes) == 1 and f"listening on {address}: anyone who can reach" in notes[0], err
