@@ -17,7 +17,8 @@ SIZE = 28
 # Bounded work per picture, whatever a file declares: at most MAX_PIXELS (a 4000x4000
 # photo of a digit still reads), decoded at most WORK_SIDE pixels on its longer side
 # (JPEG's own reduced decoding where it can, then PIL's `reduce`) before any conversion
-# to floats. A 9000x9000 PNG took a server to 3.1 GB in float64 copies; now ~0.1 GB.
+# to floats. A 9000x9000 PNG took a server to 3.1 GB in float64 copies; now it is refused,
+# and 30 hostile uploads at once add ~50 MB to a started server (tests/demo_test.py).
 MAX_PIXELS = 16_000_000
 WORK_SIDE = 1024
 
@@ -110,10 +111,8 @@ def load_image(source, name: str | None = None) -> np.ndarray:
     raise ImageError(f"{name}: no such file") from None
   except IsADirectoryError:
     raise ImageError(f"{name}: is a directory, not an image") from None
-  except PictureTooLarge as e:
-    raise PictureTooLarge(f"{name}: {e}") from None
-  except ImageError as e:
-    raise ImageError(f"{name}: {e}") from None
+  except ImageError as e:  # PictureTooLarge stays itself
+    raise type(e)(f"{name}: {e}") from None
   except (Image.DecompressionBombError, Image.DecompressionBombWarning):
     raise PictureTooLarge(f"{name}: declares more pixels than PIL will decode (a "
                           "decompression bomb?); send a smaller picture") from None

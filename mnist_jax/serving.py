@@ -138,7 +138,7 @@ def make_server(model: inference.Model, workdir: str, host: str = "127.0.0.1",
       if declared is None:
         self._send_json(411, {"error": "a POST to /predict needs a Content-Length"})
         return
-      if not declared.strip().isdigit():
+      if not declared.strip().isdecimal():  # isdigit would pass '²', which int() refuses
         self._send_json(400, {"error": f"Content-Length {declared[:40]!r} is not a number "
                                        "of bytes"})
         return
@@ -150,8 +150,7 @@ def make_server(model: inference.Model, workdir: str, host: str = "127.0.0.1",
       data = self._read_body(length)
       self.watchdog.cancel()  # the client's part is done; waiting for the model is ours
       if data is None:
-        self._send_json(408, {"error": f"the picture did not arrive within {REQUEST_SECONDS:g} "
-                                       "s; send it again"})
+        self._send_json(408, {"error": "the picture did not arrive in time; send it again"})
         return
       try:
         with lock:
@@ -179,7 +178,6 @@ def make_server(model: inference.Model, workdir: str, host: str = "127.0.0.1",
       return None if left else b"".join(chunks)
 
     def _send_json(self, status: int, body: dict):
-      self.close_connection = True
       self._send(status, "application/json", json.dumps(body).encode())
 
     def send_error(self, code, message=None, explain=None):

@@ -20,7 +20,7 @@ class TrainState(train_state.TrainState):
 def create_train_state(
     rng: jax.Array, model: nn.Module, config, steps_per_epoch: int) -> TrainState:
   """The initial state, computed as one compiled program: flax's `model.init` run op by op
-  took 7.7 s for TinyNet on 2 cores (compiling each operation), the program 2-3 s, with
+  took 7.7 s for TinyNet on 2 cores (compiling each operation), the program 4.4 s, with
   bitwise the same values (tests/epoch_test.py)."""
   variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
   return TrainState.create(

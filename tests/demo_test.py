@@ -216,7 +216,7 @@ def _exchange(url, chunks, pause_s=0.0, timeout_s=40.0):
 
 
 def _post(length_header: str, body: bytes = b"", path="/predict") -> list:
-  return [f"POST {path} HTTP/1.1\r\nHost: x\r\n{length_header}\r\n".encode() + body]
+  return [f"POST {path} HTTP/1.1\r\nHost: x\r\n{length_header}\r\n".encode("latin-1") + body]
 
 
 def _cmyk_jpeg() -> bytes:
@@ -281,6 +281,8 @@ HOSTILE = {
     "zero length": (lambda: _post("Content-Length: 0\r\n"), 400, "PNG or JPEG"),
     "says 1000, sends 10": (lambda: _post("Content-Length: 1000\r\n", b"0123456789"), 408,
                             "did not arrive"),
+    "length in superscript digits": (lambda: _post("Content-Length: \xb2\r\n"), 400,
+                                     "not a number"),
     "connects, sends nothing": (lambda: [b""], None, ""),
     "trickles its headers": (lambda: [bytes([c]) for c in b"POST /predict HTTP/1.1\r\nHost: "
                                       b"x\r\nX-Slow: " + b"a" * 400], None, ""),
