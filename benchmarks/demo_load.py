@@ -1,6 +1,7 @@
 """Load on the drawing page's server: N clients drawing at once, a fixed number of
 predictions each, as the page sends them (a 280x280 PNG per stroke). Prints p50/p99
-latency and predictions per second; the numbers in docs/usage.md come from
+latency and predictions per second, then the server's peak resident memory (VmHWM); the
+numbers in docs/usage.md come from
 
     python benchmarks/demo_load.py --clients 1 4 16 --requests 50
 """
@@ -69,6 +70,9 @@ def main():
       p50, p99 = np.percentile(latencies, [50, 99]) * 1000
       print(f"{clients:7d}  {len(latencies):11d}  {p50:6.1f}  {p99:6.1f}  "
             f"{len(latencies) / seconds:13.1f}")
+    with open(f"/proc/{server.pid}/status") as f:
+      peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    print(f"server peak resident memory (VmHWM): {peak / 1024:.0f} MB")
   finally:
     server.terminate()
     server.wait(timeout=60)

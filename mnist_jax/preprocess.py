@@ -18,7 +18,7 @@ SIZE = 28
 # photo of a digit still reads), decoded at most WORK_SIDE pixels on its longer side
 # (JPEG's own reduced decoding where it can, then PIL's `reduce`) before any conversion
 # to floats. A 9000x9000 PNG took a server to 3.1 GB in float64 copies; now it is refused,
-# and 30 hostile uploads at once add ~50 MB to a started server (tests/demo_test.py).
+# and 30 hostile uploads at once keep the server under 1 GB (tests/demo_test.py).
 MAX_PIXELS = 16_000_000
 WORK_SIDE = 1024
 
