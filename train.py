@@ -109,7 +109,15 @@ def new_workdir(model: str) -> str:
 
 def main(argv=None) -> int:
   args, config = parse_args(argv)
-  # Only now, so that --help and a bad flag are answered before JAX loads.
+  datasets = None
+  if config.data_dir:  # numpy alone reads it: a bad --data-dir is answered before JAX loads
+    from mnist_jax import data  # pylint: disable=import-outside-toplevel
+    try:
+      datasets = data.load_mnist(config.data_dir)
+    except data.DataError as e:
+      print(f"train.py: error: {e}", file=sys.stderr)
+      return 2
+  # Only now, so that --help, a bad flag and bad data are answered before JAX loads.
   import jax  # pylint: disable=import-outside-toplevel
   import mnist_jax  # pylint: disable=import-outside-toplevel
   from mnist_jax import checkpointing, cpu, parallel, trainer  # pylint: disable=import-outside-toplevel
@@ -131,7 +139,7 @@ def main(argv=None) -> int:
   workdir = args.workdir or new_workdir(config.model)
   try:
     mnist_jax.train_and_evaluate(config, workdir, resume=args.resume,
-                                 show_progress=not args.no_progress)
+                                 show_progress=not args.no_progress, datasets=datasets)
   except (mnist_jax.DataError, checkpointing.CheckpointError, trainer.RunError) as e:
     print(f"train.py: error: {e}", file=sys.stderr)
     return 2

@@ -46,12 +46,14 @@ RUN_FILES = ("checkpoints", "metrics.jsonl", "config.json")
 
 
 def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
-                       show_progress: bool = True) -> TrainState:
+                       show_progress: bool = True,
+                       datasets: dict[str, data_lib.Split] | None = None) -> TrainState:
   """Trains and evaluates per the config; writes metrics, curves and checkpoints to `workdir`.
 
   With `resume`, continues from the latest checkpoint in `workdir`; without it, a
   `workdir` that already holds a run is refused rather than overwritten. Nothing is
-  written before the data has loaded.
+  written before the data has loaded. `datasets`: MNIST's splits as `load_mnist` returns
+  them, when the caller has them already; default: loaded per the config.
   """
   if not resume and any(os.path.exists(os.path.join(workdir, f)) for f in RUN_FILES):
     raise RunError(f"{workdir}: already holds a run; pass --resume to continue it "
@@ -63,7 +65,8 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
     raise checkpointing.CheckpointError(
         f"{workdir}: no checkpoints to resume from; run without --resume to start training")
 
-  datasets = data_lib.load_mnist(config.data_dir, config.mnist_url)
+  if datasets is None:
+    datasets = data_lib.load_mnist(config.data_dir, config.mnist_url)
   train_split = input_pipeline.subset(datasets["train"], config.num_train_examples)
   num_train = len(train_split.labels)
   if config.batch_size > num_train:
