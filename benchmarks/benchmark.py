@@ -19,9 +19,14 @@ XLA's and PyTorch's), a practical peak. The header names the CPU and its vector
 extensions: ratios differ between CPUs (docs/performance.md). Prints a table and writes
 JSON (`--out`). Needs torch and torchvision (requirements-benchmark.txt) for the
 original's side; `--skip-original` times mnist-jax alone. `--startup` measures start-up
-instead (train.py and predict.py, twice each in a fresh compilation cache; no torch needed):
+instead (train.py and predict.py, twice each in a fresh compilation cache; no torch needed).
+`--importer-step` times one training step as a researcher runs it, `jax.jit(train_step)` after
+a plain `import mnist_jax` (one device, the same in-memory batch, no augmentation), against
+the same under train.py's settings on one device and with the library's convolution choice
+turned off (MNIST_JAX_FAST_CONVOLUTIONS=0: XLA's own), each in its own process, alternating:
 
     python benchmarks/benchmark.py --data-dir ../shared/data/mnist --startup
+    python benchmarks/benchmark.py --data-dir ../shared/data/mnist --importer-step --repeats 3
 """
 
 import argparse
@@ -37,6 +42,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+XLA_FLAGS_AT_START = os.environ.get("XLA_FLAGS", "")  # before `import mnist_jax` adds its own
 import common  # pylint: disable=wrong-import-position
 from mnist_jax import cpu  # pylint: disable=wrong-import-position
 
@@ -70,7 +76,7 @@ def training_flops_per_image(model_name: str) -> float:
 
 def measure_jax(args) -> dict:
   """In a fresh process: train.py's CPU settings must precede JAX's initialisation."""
-  common.use_train_py_settings(args.batch_size, args.host_devices, not args.default_convolutions)
+  common.use_train_py_settings(args.batch_size, args.host_devices)
   import resource  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from mnist_jax import Config, epoch  # pylint: disable=import-outside-toplevel
@@ -116,12 +122,73 @@ def measure_jax(args) -> dict:
           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_process(command: list[str]) -> dict:
+# --importer-step: how each process sets up JAX before the step is compiled.
+STEP_VARIANTS = {"plain import": {}, "train.py settings, 1 device": {},
+                 "opted out (XLA's own convolutions)": {cpu.FAST_CONV_ENV: "0"}}
+STEP_BLOCKS, STEPS_PER_BLOCK = 5, 10
+
+
+def measure_step(args) -> dict:
+  """ms per `jax.jit(train_step)` call, per block of STEPS_PER_BLOCK, after 3 warm-up steps."""
+  if args.step_variant == "train.py settings, 1 device":
+    common.use_train_py_settings(args.batch_size, host_devices=1)
+  import jax  # pylint: disable=import-outside-toplevel
+  import mnist_jax  # pylint: disable=import-outside-toplevel
+  train = mnist_jax.load_mnist(args.data_dir)["train"]
+  batch = {"image": train.images[:args.batch_size], "label": train.labels[:args.batch_size]}
+  config = mnist_jax.Config(model=args.model, batch_size=args.batch_size)
+  state = mnist_jax.create_train_state(jax.random.key(0), mnist_jax.get_model(args.model),
+                                       config, steps_per_epoch=1)
+  step = jax.jit(mnist_jax.train_step, static_argnames="augment_images")
+  key = jax.random.key(1)
+  for _ in range(3):
+    state, _ = step(state, batch, key, augment_images=False)
+  jax.block_until_ready(state)
+  blocks_ms = []
+  for _ in range(STEP_BLOCKS):
+    start = time.perf_counter()
+    for _ in range(STEPS_PER_BLOCK):
+      state, _ = step(state, batch, key, augment_images=False)
+    jax.block_until_ready(state)
+    blocks_ms.append(1000 * (time.perf_counter() - start) / STEPS_PER_BLOCK)
+  return {"devices": jax.device_count(), "blocks_ms": blocks_ms,
+          "step_ms": statistics.median(blocks_ms)}
+
+
+def importer_step(args) -> None:
+  """Prints the --importer-step table: median ms per step, blocks' spread, ratio to train.py's."""
+  print(f"{common.cpu_description()}; {time.strftime('%Y-%m-%d')}")
+  print("| model | batch | variant | ms per step: median of runs (blocks min-max) | "
+        "/ train.py settings |")
+  print("|---|---|---|---|---|")
+  env = dict(os.environ, XLA_FLAGS=XLA_FLAGS_AT_START)
+  for model, batch_size in [c for c in EPOCH_CONFIGS if c[0] in args.models.split(",")]:
+    runs = {variant: [] for variant in STEP_VARIANTS}
+    for _ in range(args.repeats):
+      for variant, extra in STEP_VARIANTS.items():
+        runs[variant].append(json_line(
+            [sys.executable, __file__, "--worker", "--data-dir", args.data_dir, "--model", model,
+             "--batch-size", str(batch_size), "--step-variant", variant], dict(env, **extra)))
+        print(f"{model} {variant}: {runs[variant][-1]}", file=sys.stderr, flush=True)
+    medians = {v: median_of(r, "step_ms") for v, r in runs.items()}
+    for variant, m in medians.items():
+      if isinstance(m, str):
+        print(f"| {model} | {batch_size} | {variant} | failed: {m} | |")
+        continue
+      blocks = [b for r in runs[variant] for b in r["blocks_ms"]]
+      reference = medians["train.py settings, 1 device"]
+      ratio = (f"{m['step_ms'] / reference['step_ms']:.2f}x" if isinstance(reference, dict)
+               else "")
+      print(f"| {model} | {batch_size} | {variant} | {m['step_ms']:.1f} "
+            f"({min(blocks):.1f}-{max(blocks):.1f}) | {ratio} |")
+
+
+def run_process(command: list[str], env: dict | None = None) -> dict:
   """Wall time, peak resident memory (of the process and the children it waited for) and
   exit status of a command, its output kept for the caller."""
   with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT, text=True)
+    proc = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT, text=True, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall_s = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -131,9 +198,9 @@ def run_process(command: list[str]) -> dict:
             "stdout": out.read(), "stderr": err.read()}
 
 
-def json_line(command: list[str]) -> dict | str:
+def json_line(command: list[str], env: dict | None = None) -> dict | str:
   """The JSON line a measuring process prints, or why there is none."""
-  result = run_process(command)
+  result = run_process(command, env)
   if result["returncode"]:
     return (result["stderr"].strip().splitlines() or ["no output"])[-1]
   return json.loads(result["stdout"].strip().splitlines()[-1])
@@ -218,18 +285,22 @@ def main():
   parser.add_argument("--skip-original", action="store_true", help="time mnist-jax only")
   parser.add_argument("--host-devices", type=int, default=cpu.HOST_DEVICES,
                       help=f"CPU devices to split each batch over (train.py: {cpu.HOST_DEVICES})")
-  parser.add_argument("--default-convolutions", action="store_true",
-                      help="XLA's default CPU convolutions (YNNPACK), not train.py's Eigen ones")
   parser.add_argument("--steps-per-chunk", type=int,
                       help="training steps per device program (train.py's flag); default: its")
   parser.add_argument("--startup", action="store_true",
                       help="measure start-up (train.py, predict.py, compilation cache) alone")
+  parser.add_argument("--importer-step", action="store_true",
+                      help="time jax.jit(train_step) after a plain import (see above) alone")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--step-variant", help=argparse.SUPPRESS)
   parser.add_argument("--model", help=argparse.SUPPRESS)
   parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:
-    print(json.dumps(measure_jax(args)))
+    print(json.dumps(measure_step(args) if args.step_variant else measure_jax(args)))
+    return
+  if args.importer_step:
+    importer_step(args)
     return
   sides = ["mnist_jax"] + ([] if args.skip_original else ["original"])
   os.makedirs("benchmarks/out", exist_ok=True)
@@ -245,7 +316,6 @@ def main():
     commands = {
         "mnist_jax": [sys.executable, __file__, "--worker", "--host-devices",
                       str(args.host_devices), *flags]
-                     + (["--default-convolutions"] if args.default_convolutions else [])
                      + (["--steps-per-chunk", str(args.steps_per_chunk)]
                         if args.steps_per_chunk else []),
         "original": [sys.executable, os.path.join(ROOT, "benchmarks", "original.py"), *flags]}

@@ -33,11 +33,10 @@ def cpu_description() -> str:
   return f"{name} ({' '.join(vector) or 'vector extensions unknown'}), {os.cpu_count()} cores"
 
 
-def use_train_py_settings(batch_size: int, host_devices: int = cpu.HOST_DEVICES,
-                          fast_convolutions: bool = True) -> None:
-  """train.py's XLA:CPU settings (mnist_jax.cpu); call before JAX initialises."""
-  if fast_convolutions:
-    cpu.use_fast_convolutions()
+def use_train_py_settings(batch_size: int, host_devices: int = cpu.HOST_DEVICES) -> None:
+  """train.py's XLA:CPU settings (mnist_jax.cpu); call before JAX initialises. XLA's own
+  convolutions instead: MNIST_JAX_FAST_CONVOLUTIONS=0 in the environment."""
+  cpu.use_fast_convolutions()
   cpu.use_host_devices(batch_size, host_devices)
 
 

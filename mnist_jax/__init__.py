@@ -2,6 +2,12 @@
 
 import importlib
 
+from mnist_jax import cpu
+
+# Before JAX starts: the convolutions train.py runs, for everyone who imports the steps
+# (opt out with MNIST_JAX_FAST_CONVOLUTIONS=0; mnist_jax/cpu.py says why and what it costs).
+cpu.use_fast_convolutions()
+
 # Each public name and the module it lives in, imported when first asked for: `from
 # mnist_jax import train_step` works as usual, while the entry points answer --help and
 # bad flags before JAX loads (`from mnist_jax import cli, config` alone takes no ~3 s).

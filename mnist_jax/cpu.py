@@ -1,4 +1,6 @@
-"""XLA:CPU settings that make training fast on a few CPU cores; train.py applies them.
+"""XLA:CPU settings that make training fast on a few CPU cores. `import mnist_jax` chooses
+the fast convolutions (unless JAX already runs, the user set that XLA option, or
+$MNIST_JAX_FAST_CONVOLUTIONS is 0); train.py also splits the CPU into host devices.
 Results are unchanged beyond float rounding (tests/cpu_test.py); no setting here
 changes anything on GPU or TPU.
 
@@ -8,14 +10,16 @@ within ~1e-6 (relative) with the default convolutions and ~1e-5 (one BatchNorm b
 """
 
 import os
-
-import jax
+import sys
+import warnings
 
 # This jaxlib routes CPU convolutions to YNNPACK, whose weight gradients are slow
 # for these shapes; the empty fusion type sends them to Eigen instead. On 2 cores
-# (benchmarks/benchmark.py with and without --default-convolutions), a training
+# (benchmarks/benchmark.py with and without MNIST_JAX_FAST_CONVOLUTIONS=0), a training
 # epoch: TinyNet b256 43.1 -> 31.3 s, Net b512 588 -> 210 s.
 FAST_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+# "0": leave XLA's own CPU convolution path (YNNPACK) as it is, at import and in train.py.
+FAST_CONV_ENV = "MNIST_JAX_FAST_CONVOLUTIONS"
 
 # The batch split over two CPU "devices" (parallel.py's data parallelism): each runs
 # its half in its own thread, which keeps both cores busier than one device's
@@ -32,7 +36,23 @@ SINGLE_THREAD_EIGEN_FLAG = "--xla_cpu_multi_thread_eigen=false"
 
 
 def use_fast_convolutions() -> None:
-  """Adds the flag to XLA_FLAGS unless set; call before JAX initialises its backends."""
+  """Adds FAST_CONV_FLAG to XLA_FLAGS unless the user set that option or opted out
+  ($MNIST_JAX_FAST_CONVOLUTIONS=0). `import mnist_jax` calls it: the flag takes effect when
+  JAX initialises its backends, so once they run it is too late, and a CPU user is told."""
+  if os.environ.get(FAST_CONV_ENV) == "0" or _user_set(FAST_CONV_FLAG):
+    return
+  if "jax" in sys.modules:
+    from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+    if xla_bridge.backends_are_initialized():
+      import jax  # pylint: disable=import-outside-toplevel
+      if jax.default_backend() == "cpu":
+        warnings.warn(
+            "mnist_jax was imported after JAX had started: CPU convolutions take XLA's "
+            "default path (a training step 1.4x as long for TinyNet, 4x for Net on 2 cores); "
+            "import mnist_jax before running JAX "
+            f"code, or set {FAST_CONV_ENV}=0 to keep that path without this warning",
+            stacklevel=3)
+      return
   _add_flag(FAST_CONV_FLAG)
 
 
@@ -40,6 +60,7 @@ def use_host_devices(batch_size: int, count: int = HOST_DEVICES) -> None:
   """Splits the CPU into `count` devices when they divide the batch and the user has
   not chosen a number (Eigen single-threaded if they fill the cores); call before JAX
   initialises its backends."""
+  import jax  # pylint: disable=import-outside-toplevel  # here: `import mnist_jax` stays light
   user_chose = (jax.config.jax_num_cpu_devices >= 0
                 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""))
   cores = os.cpu_count() or 1
@@ -49,8 +70,11 @@ def use_host_devices(batch_size: int, count: int = HOST_DEVICES) -> None:
       _add_flag(SINGLE_THREAD_EIGEN_FLAG)
 
 
+def _user_set(flag: str) -> bool:
+  return flag.split("=")[0] in os.environ.get("XLA_FLAGS", "")
+
+
 def _add_flag(flag: str) -> None:
   """Appends `flag` to XLA_FLAGS unless the user set that option."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  if flag.split("=")[0] not in flags:
-    os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+  if not _user_set(flag):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()

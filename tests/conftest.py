@@ -12,9 +12,12 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # train.py and configs/ live at the top level
-from mnist_jax import cli  # pylint: disable=wrong-import-position
 # In-process tests run JAX's default CPU convolutions (the parity tests need their
-# precision); tests of train.py run its Eigen convolutions (mnist_jax.cpu).
+# precision); the processes tests start (train.py, a plain `import mnist_jax`) choose
+# their own, Eigen's (mnist_jax.cpu).
+os.environ["MNIST_JAX_FAST_CONVOLUTIONS"] = "0"
+from mnist_jax import cli  # pylint: disable=wrong-import-position
+del os.environ["MNIST_JAX_FAST_CONVOLUTIONS"]
 
 # One persistent compilation cache for the whole run, in a folder of its own (hermetic:
 # nothing from an earlier run or from the user's cache), shared by this process and every

@@ -1,6 +1,7 @@
-"""The CPU convolution setting train.py uses changes nothing beyond float rounding."""
+"""The CPU convolutions `import mnist_jax` chooses change nothing beyond float rounding."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -17,9 +18,7 @@ from tolerance import sum_order_bound
 SCRIPT = """
 import sys
 import numpy as np
-from mnist_jax import cpu
-if sys.argv[2] == "eigen":
-  cpu.use_fast_convolutions()
+import mnist_jax  # Eigen's convolutions, unless MNIST_JAX_FAST_CONVOLUTIONS=0 ("default")
 import jax, jax.numpy as jnp
 from mnist_jax import get_model
 
@@ -61,10 +60,11 @@ def _convolutions(mnist_dir, tmp_path):
   """Both processes at once (each is mostly single-threaded compiling): {mode: arrays}."""
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   env.pop("XLA_FLAGS", None)
+  envs = {"default": dict(env, MNIST_JAX_FAST_CONVOLUTIONS="0"), "eigen": env}
   procs = {mode: subprocess.Popen([sys.executable, "-c", SCRIPT, mnist_dir, mode,
-                                   str(tmp_path / f"{mode}.npz")], env=env,
+                                   str(tmp_path / f"{mode}.npz")], env=envs[mode],
                                   stderr=subprocess.PIPE, text=True)
-           for mode in ("default", "eigen")}
+           for mode in envs}
   for proc in procs.values():
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
@@ -106,3 +106,57 @@ def test_host_devices_split_an_even_batch_and_respect_the_users_choice():
   assert _devices(255) == (1, False)  # 2 devices could not split it
   assert _devices(256, "--xla_force_host_platform_device_count=3") == (3, False)
   assert _devices(256, "--xla_cpu_multi_thread_eigen=true")[1] is False
+
+
+# A researcher's use: a plain `import mnist_jax`, then `jax.jit(train_step)`.
+IMPORTER_SCRIPT = """
+import numpy as np
+import mnist_jax
+import jax
+state = mnist_jax.create_train_state(jax.random.key(0), mnist_jax.TinyNet(), mnist_jax.Config(),
+                                     steps_per_epoch=1)
+batch = {"image": np.zeros((8, 28, 28, 1), np.float32), "label": np.zeros(8, np.int32)}
+print(jax.jit(mnist_jax.train_step).lower(state, batch, jax.random.key(1)).compile().as_text())
+"""
+
+
+def _convolutions_by_library(hlo: str) -> dict[str, int]:
+  """How many of a compiled XLA:CPU program's convolutions YNNPACK runs (inside a fusion of
+  kind __ynn_fusion) and how many XLA's own (Eigen) kernels run."""
+  ynn_bodies = set(re.findall(r'calls=(%[\w.-]+).*"kind":"__ynn_fusion"', hlo))
+  counts, body = {"ynnpack": 0, "eigen": 0}, None
+  for line in hlo.splitlines():
+    if not line.startswith(" ") and "{" in line:  # a computation begins
+      body = line.split()[0]
+    elif " convolution(" in line:
+      counts["ynnpack" if body in ynn_bodies else "eigen"] += 1
+  return counts
+
+
+def test_a_plain_import_compiles_the_step_with_eigens_convolutions():
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  env.pop("XLA_FLAGS", None)
+  procs = {how: subprocess.Popen([sys.executable, "-c", IMPORTER_SCRIPT], env=dict(env, **extra),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for how, extra in (("import", {}), ("opted out", {"MNIST_JAX_FAST_CONVOLUTIONS": "0"}))}
+  counts = {}
+  for how, proc in procs.items():
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    counts[how] = _convolutions_by_library(out)
+  # TinyNet: 3 forward convolutions (conv1 as a matrix product), 2 input and 3 weight gradients.
+  assert counts["import"] == {"ynnpack": 0, "eigen": 7}, counts
+  assert counts["opted out"]["ynnpack"] > 0, counts  # XLA's own path, and the check can see it
+
+
+def test_an_import_after_jax_started_says_what_it_costs():
+  code = ("import warnings, jax; jax.devices(); warnings.simplefilter('error'); "
+          "import mnist_jax")
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode != 0 and "import mnist_jax before" in result.stderr, result.stderr
+  quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(env, MNIST_JAX_FAST_CONVOLUTIONS="0"), timeout=120)
+  assert quiet.returncode == 0, quiet.stderr

@@ -34,8 +34,10 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 
 @pytest.fixture(scope="module")
 def demo():
-  """(the running demo.py process, its address)."""
+  """(the running demo.py process, its address). Its convolutions are this process's, XLA's
+  own (tests/conftest.py), so that its answers can be compared with predictions made here."""
   proc = subprocess.Popen([sys.executable, "demo.py", "results", "--port", "0"], cwd=ROOT,
+                          env=dict(os.environ, MNIST_JAX_FAST_CONVOLUTIONS="0"),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
     for line in proc.stdout:  # ends when the process does, so a failed start cannot hang
