@@ -20,13 +20,13 @@ extensions: ratios differ between CPUs (docs/performance.md). Prints a table and
 JSON (`--out`). Needs torch and torchvision (requirements-benchmark.txt) for the
 original's side; `--skip-original` times mnist-jax alone. `--startup` measures start-up
 instead (train.py and predict.py, twice each in a fresh compilation cache; no torch needed).
-`--importer-step` times one training step as a researcher runs it, `jax.jit(train_step)` after
-a plain `import mnist_jax` (one device, the same in-memory batch, no augmentation), against
-the same under train.py's settings on one device and with the library's convolution choice
-turned off (MNIST_JAX_FAST_CONVOLUTIONS=0: XLA's own), each in its own process, alternating:
+`--steps` times one training step (Adam, the first 256 or 512 training images in memory, no
+augmentation) against the steps a user would pick instead (benchmarks/peers.py: PyTorch eager,
+`channels_last` and `torch.compile`; idiomatic Flax), and mnist-jax's own `jax.jit(train_step)`
+after a plain `import mnist_jax` and under JAX's defaults, each in its own process, alternating:
 
     python benchmarks/benchmark.py --data-dir ../shared/data/mnist --startup
-    python benchmarks/benchmark.py --data-dir ../shared/data/mnist --importer-step --repeats 3
+    python benchmarks/benchmark.py --data-dir ../shared/data/mnist --steps --repeats 3
 """
 
 import argparse
@@ -108,13 +108,7 @@ def measure_jax(args) -> dict:
   jax.block_until_ready(fns.evaluate(state, test, test_order))
   eval_s = time.perf_counter() - start
 
-  matmul = jax.jit(lambda a, b: a @ b)
-  a = jax.random.normal(jax.random.key(0), (2048, 2048))
-  jax.block_until_ready(matmul(a, a))
-  start = time.perf_counter()
-  for _ in range(5):
-    jax.block_until_ready(matmul(a, a))
-  matmul_gflops = 2 * 2048 ** 3 * 5 / (time.perf_counter() - start) / 1e9
+  matmul_gflops = xla_matmul_gflops()
   return {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
           "jax": jax.__version__, "steps_per_chunk": chunk, "warmup_s": warmup_s,
           "train_epoch_s": train_epoch_s, "images_per_s": num_train / train_epoch_s,
@@ -122,65 +116,123 @@ def measure_jax(args) -> dict:
           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-# --importer-step: how each process sets up JAX before the step is compiled.
-STEP_VARIANTS = {"plain import": {}, "train.py settings, 1 device": {},
-                 "opted out (XLA's own convolutions)": {cpu.FAST_CONV_ENV: "0"}}
-STEP_BLOCKS, STEPS_PER_BLOCK = 5, 10
+# --steps: the step a user would run, each in a process of its own: (code, settings,
+# environment). "train.py" is train.py's XLA:CPU settings (2 host devices where they divide
+# the batch), "import" a plain `import mnist_jax` (one device); PyTorch's layouts: peers.py.
+STEP_VARIANTS = {
+    "mnist-jax, train.py's settings": ("mnist_jax", "train.py", {}),
+    "mnist-jax, plain import": ("mnist_jax", "import", {}),
+    "mnist-jax, JAX's defaults (before #20)": ("mnist_jax", "import", {cpu.FAST_CONV_ENV: "0"}),
+    "idiomatic Flax, train.py's settings": ("flax", "train.py", {}),
+    "PyTorch eager": ("torch", "eager", {}),
+    "PyTorch eager, channels_last": ("torch", "channels_last", {}),
+    "PyTorch torch.compile": ("torch", "compile", {}),
+}
+
+
+def xla_matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+  """XLA's rate for one float32 size x size matrix product on these devices."""
+  import jax  # pylint: disable=import-outside-toplevel
+  matmul = jax.jit(lambda a, b: a @ b)
+  a = jax.random.normal(jax.random.key(0), (size, size))
+  jax.block_until_ready(matmul(a, a))
+  start = time.perf_counter()
+  for _ in range(repeats):
+    jax.block_until_ready(matmul(a, a))
+  return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def measure_step(args) -> dict:
-  """ms per `jax.jit(train_step)` call, per block of STEPS_PER_BLOCK, after 3 warm-up steps."""
-  if args.step_variant == "train.py settings, 1 device":
-    common.use_train_py_settings(args.batch_size, host_devices=1)
+  """ms per training step of one STEP_VARIANTS entry on the first `--batch-size` training
+  images (no augmentation), per block of `--steps-per-block`, after 3 warm-up steps."""
+  import peers  # pylint: disable=import-outside-toplevel
+  code, settings, _ = STEP_VARIANTS[args.step_variant]
+  if settings == "train.py":
+    common.use_train_py_settings(args.batch_size)
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from mnist_jax import load_mnist, normalize  # pylint: disable=import-outside-toplevel
+  train = load_mnist(args.data_dir)["train"]
+  images, labels = train.images[:args.batch_size], train.labels[:args.batch_size]
+  lr = 0.001
+  if code == "mnist_jax":
+    run = mnist_jax_steps(args.model, images, labels, lr, settings == "train.py")
+  elif code == "flax":
+    from mnist_jax import parallel  # pylint: disable=import-outside-toplevel
+    run = peers.flax_steps(args.model, np.asarray(normalize(images)), labels, lr,
+                           parallel.make_mesh())
+  else:
+    run = peers.torch_steps(args.model, np.asarray(normalize(images)), labels, lr, settings)
+  run(3)
+  blocks_ms = []
+  for _ in range(args.step_blocks):
+    start = time.perf_counter()
+    run(args.steps_per_block)
+    blocks_ms.append(1000 * (time.perf_counter() - start) / args.steps_per_block)
+  matmul = peers.torch_matmul_gflops() if code == "torch" else xla_matmul_gflops()
+  return {"blocks_ms": blocks_ms, "step_ms": statistics.median(blocks_ms),
+          "matmul_gflops": matmul}
+
+
+def mnist_jax_steps(model_name, images, labels, lr, on_every_device: bool):
+  """`jax.jit(train_step)` as a researcher runs it; `on_every_device`: the batch split over
+  the host devices like train.py's (one device after a plain import)."""
   import jax  # pylint: disable=import-outside-toplevel
   import mnist_jax  # pylint: disable=import-outside-toplevel
-  train = mnist_jax.load_mnist(args.data_dir)["train"]
-  batch = {"image": train.images[:args.batch_size], "label": train.labels[:args.batch_size]}
-  config = mnist_jax.Config(model=args.model, batch_size=args.batch_size)
-  state = mnist_jax.create_train_state(jax.random.key(0), mnist_jax.get_model(args.model),
+  from mnist_jax import parallel  # pylint: disable=import-outside-toplevel
+  config = mnist_jax.Config(model=model_name, batch_size=len(labels), learning_rate=lr)
+  state = mnist_jax.create_train_state(jax.random.key(0), mnist_jax.get_model(model_name),
                                        config, steps_per_epoch=1)
+  batch, key = {"image": images, "label": labels}, jax.random.key(1)
+  if on_every_device:
+    mesh = parallel.make_mesh()
+    state = parallel.replicate(state, mesh)
+    batch = jax.device_put(batch, parallel.batch_sharded(mesh))
   step = jax.jit(mnist_jax.train_step, static_argnames="augment_images")
-  key = jax.random.key(1)
-  for _ in range(3):
-    state, _ = step(state, batch, key, augment_images=False)
-  jax.block_until_ready(state)
-  blocks_ms = []
-  for _ in range(STEP_BLOCKS):
-    start = time.perf_counter()
-    for _ in range(STEPS_PER_BLOCK):
-      state, _ = step(state, batch, key, augment_images=False)
-    jax.block_until_ready(state)
-    blocks_ms.append(1000 * (time.perf_counter() - start) / STEPS_PER_BLOCK)
-  return {"devices": jax.device_count(), "blocks_ms": blocks_ms,
-          "step_ms": statistics.median(blocks_ms)}
+  holder = [state]
+
+  def run(num_steps: int):
+    for _ in range(num_steps):
+      holder[0], _ = step(holder[0], batch, key, augment_images=False)
+    jax.block_until_ready(holder[0])
+  return run
 
 
-def importer_step(args) -> None:
-  """Prints the --importer-step table: median ms per step, blocks' spread, ratio to train.py's."""
+def steps_table(args) -> None:
+  """Prints the --steps table: per model and variant, the median of the runs' median ms per
+  step, the blocks' range, GFLOP/s and its fraction of the better matmul peak, and the ratio
+  to mnist-jax under train.py's settings."""
   print(f"{common.cpu_description()}; {time.strftime('%Y-%m-%d')}")
-  print("| model | batch | variant | ms per step: median of runs (blocks min-max) | "
-        "/ train.py settings |")
-  print("|---|---|---|---|---|")
+  print("| model | batch | step | ms per step (blocks min-max) | GFLOP/s (of peak) | "
+        "/ mnist-jax, train.py's settings |")
+  print("|---|---|---|---|---|---|")
   env = dict(os.environ, XLA_FLAGS=XLA_FLAGS_AT_START)
   for model, batch_size in [c for c in EPOCH_CONFIGS if c[0] in args.models.split(",")]:
     runs = {variant: [] for variant in STEP_VARIANTS}
     for _ in range(args.repeats):
-      for variant, extra in STEP_VARIANTS.items():
+      for variant, (_, _, extra) in STEP_VARIANTS.items():
         runs[variant].append(json_line(
             [sys.executable, __file__, "--worker", "--data-dir", args.data_dir, "--model", model,
-             "--batch-size", str(batch_size), "--step-variant", variant], dict(env, **extra)))
+             "--batch-size", str(batch_size), "--step-variant", variant,
+             "--step-blocks", str(args.step_blocks),
+             "--steps-per-block", str(args.steps_per_block)], dict(env, **extra)))
         print(f"{model} {variant}: {runs[variant][-1]}", file=sys.stderr, flush=True)
     medians = {v: median_of(r, "step_ms") for v, r in runs.items()}
+    peak = max((m["matmul_gflops"] for r in runs.values() for m in r if isinstance(m, dict)),
+               default=float("nan"))
+    reference = medians["mnist-jax, train.py's settings"]
+    flops = training_flops_per_image(model) * batch_size
     for variant, m in medians.items():
       if isinstance(m, str):
-        print(f"| {model} | {batch_size} | {variant} | failed: {m} | |")
+        print(f"| {model} | {batch_size} | {variant} | failed: {m} | | |")
         continue
       blocks = [b for r in runs[variant] for b in r["blocks_ms"]]
-      reference = medians["train.py settings, 1 device"]
+      gflops = flops / m["step_ms"] / 1e6
       ratio = (f"{m['step_ms'] / reference['step_ms']:.2f}x" if isinstance(reference, dict)
                else "")
-      print(f"| {model} | {batch_size} | {variant} | {m['step_ms']:.1f} "
-            f"({min(blocks):.1f}-{max(blocks):.1f}) | {ratio} |")
+      print(f"| {model} | {batch_size} | {variant} | {m['step_ms']:,.1f} "
+            f"({min(blocks):,.1f}-{max(blocks):,.1f}) | {gflops:.1f} ({100 * gflops / peak:.0f}%) "
+            f"| {ratio} |")
+    print(f"peak: the better float32 2048x2048 matrix multiply, {peak:.0f} GFLOP/s")
 
 
 def run_process(command: list[str], env: dict | None = None) -> dict:
@@ -289,8 +341,10 @@ def main():
                       help="training steps per device program (train.py's flag); default: its")
   parser.add_argument("--startup", action="store_true",
                       help="measure start-up (train.py, predict.py, compilation cache) alone")
-  parser.add_argument("--importer-step", action="store_true",
-                      help="time jax.jit(train_step) after a plain import (see above) alone")
+  parser.add_argument("--steps", action="store_true",
+                      help="time the training step against its peers (see above) alone")
+  parser.add_argument("--step-blocks", type=int, default=5, help="--steps: blocks per run")
+  parser.add_argument("--steps-per-block", type=int, default=10, help="--steps: steps per block")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--step-variant", help=argparse.SUPPRESS)
   parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -299,8 +353,8 @@ def main():
   if args.worker:
     print(json.dumps(measure_step(args) if args.step_variant else measure_jax(args)))
     return
-  if args.importer_step:
-    importer_step(args)
+  if args.steps:
+    steps_table(args)
     return
   sides = ["mnist_jax"] + ([] if args.skip_original else ["original"])
   os.makedirs("benchmarks/out", exist_ok=True)
