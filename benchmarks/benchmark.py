@@ -122,7 +122,7 @@ def measure_jax(args) -> dict:
 STEP_VARIANTS = {
     "mnist-jax, train.py's settings": ("mnist_jax", "train.py", {}),
     "mnist-jax, plain import": ("mnist_jax", "import", {}),
-    "mnist-jax, JAX's defaults (before #20)": ("mnist_jax", "import", {cpu.FAST_CONV_ENV: "0"}),
+    "mnist-jax, JAX's default convolutions": ("mnist_jax", "import", {cpu.FAST_CONV_ENV: "0"}),
     "idiomatic Flax, train.py's settings": ("flax", "train.py", {}),
     "PyTorch eager": ("torch", "eager", {}),
     "PyTorch eager, channels_last": ("torch", "channels_last", {}),

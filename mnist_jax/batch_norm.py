@@ -10,6 +10,8 @@ over the activations; the closed form below needs two. Its per-channel sums, for
 and backward, are partly vector-matrix products (`sum_per_channel` says why).
 """
 
+from typing import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -40,32 +42,47 @@ def sum_per_channel(x_NHWC, weights_N):
   return partial_GF.reshape(-1, c).sum(axis=0)
 
 
-def _normalize_fwd(x_NHWC, scale, bias, mask_N, epsilon):
+def _signed_pool(x_NHWC, scale, pool):
+  """`pool` (a max pool) on channels whose scale is >= 0, the same min pool on the others.
+
+  BatchNorm is monotone per channel, increasing where its gain (scale / std) is >= 0 and
+  decreasing where it is < 0, and so is ReLU after it: a max pool of their output is
+  their output at the position this picks, exactly (rounding is monotone too). So they
+  run on a quarter of the elements, and the backward's sums over those only.
+  """
+  sign_C = jnp.where(scale >= 0, 1, -1).astype(x_NHWC.dtype)
+  return sign_C * pool(sign_C * x_NHWC)
+
+
+def _normalize_fwd(x_NHWC, scale, bias, mask_N, epsilon, pool):
   count = jnp.sum(mask_N) * x_NHWC.shape[1] * x_NHWC.shape[2]
   mean = sum_per_channel(x_NHWC, mask_N) / count
   # Two passes, as PyTorch: the variance of the centred values, biased (as Flax stores it).
   var = sum_per_channel(jnp.square(x_NHWC - mean), mask_N) / count
   inv_std = lax.rsqrt(var + epsilon)
-  y_NHWC = (x_NHWC - mean) * (inv_std * scale) + bias
-  return (y_NHWC, mean, var), (x_NHWC, mean, inv_std, scale, mask_N, count)
+  picked_NHWC = x_NHWC if pool is None else _signed_pool(x_NHWC, scale, pool)
+  y_NHWC = (picked_NHWC - mean) * (inv_std * scale) + bias
+  return (y_NHWC, mean, var), (x_NHWC, picked_NHWC, mean, inv_std, scale, mask_N, count)
 
 
-def _normalize_bwd(epsilon, residuals, cotangents):
+def _normalize_bwd(epsilon, pool, residuals, cotangents):
   del epsilon
-  x_NHWC, mean, inv_std, scale, mask_N, count = residuals
+  x_NHWC, picked_NHWC, mean, inv_std, scale, mask_N, count = residuals
   dy_NHWC = cotangents[0]  # mean and var leave only through stop_gradient
-  x_hat = (x_NHWC - mean) * inv_std
   every_image_N = jnp.ones(x_NHWC.shape[:1], x_NHWC.dtype)  # masked ones too, as autodiff
   dbias = sum_per_channel(dy_NHWC, every_image_N)
-  dscale = sum_per_channel(dy_NHWC * x_hat, every_image_N)
+  dscale = sum_per_channel(dy_NHWC * ((picked_NHWC - mean) * inv_std), every_image_N)
+  if pool is not None:  # dy goes back to the positions the pool picked
+    dy_NHWC = jax.vjp(lambda x: _signed_pool(x, scale, pool), x_NHWC)[1](dy_NHWC)[0]
+  x_hat = (x_NHWC - mean) * inv_std
   # Only real examples shape the statistics; a padded one sees just its own affine map.
   dx_NHWC = (inv_std * scale) * (
       dy_NHWC - mask_N[:, None, None, None] * (dbias + x_hat * dscale) / count)
   return dx_NHWC, dscale, dbias, jnp.zeros_like(mask_N)
 
 
-_normalize = jax.custom_vjp(lambda x, s, b, m, eps: _normalize_fwd(x, s, b, m, eps)[0],
-                            nondiff_argnums=(4,))
+_normalize = jax.custom_vjp(lambda x, s, b, m, eps, pool: _normalize_fwd(x, s, b, m, eps, pool)[0],
+                            nondiff_argnums=(4, 5))
 _normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
@@ -73,10 +90,12 @@ class BatchNorm(nn.Module):
   """Normalises NHWC activations per channel; `mask_N` leaves padded examples out.
 
   `momentum` weighs the old running average (Flax's convention: PyTorch's 0.1 is 0.9).
+  `pool`: a max pool applied to the output, computed before normalising (`_signed_pool`).
   """
   use_running_average: bool
   momentum: float = 0.9
   epsilon: float = 1e-5
+  pool: Callable | None = None
 
   @nn.compact
   def __call__(self, x_NHWC, mask_N=None):
@@ -86,11 +105,13 @@ class BatchNorm(nn.Module):
     ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,))
     ra_var = self.variable("batch_stats", "var", jnp.ones, (features,))
     if self.use_running_average:
+      if self.pool is not None:
+        x_NHWC = _signed_pool(x_NHWC, scale, self.pool)
       return (x_NHWC - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
     if mask_N is None:
       mask_N = jnp.ones(x_NHWC.shape[:1], x_NHWC.dtype)
     y_NHWC, mean, var = _normalize(x_NHWC, scale, bias, mask_N.astype(x_NHWC.dtype),
-                                   self.epsilon)
+                                   self.epsilon, self.pool)
     if not self.is_initializing():
       self.sow(BATCH_MOMENTS, "mean", mean, reduce_fn=lambda _, new: new)
       self.sow(BATCH_MOMENTS, "var", var, reduce_fn=lambda _, new: new)

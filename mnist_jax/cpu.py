@@ -48,7 +48,7 @@ def use_fast_convolutions() -> None:
       if jax.default_backend() == "cpu":
         warnings.warn(
             "mnist_jax was imported after JAX had started: CPU convolutions take XLA's "
-            "default path (a training step 1.5x as long for TinyNet, 3.7x for Net on 2 cores); "
+            "default path (a training step 1.6x as long for TinyNet, 3.7x for Net on 2 cores); "
             "import mnist_jax before running JAX "
             f"code, or set {FAST_CONV_ENV}=0 to keep that path without this warning",
             stacklevel=3)

@@ -62,10 +62,10 @@ class TinyNet(nn.Module):
     for i, features in enumerate((20, 28, 64), start=1):
       x_NHWC = conv3x3(features, x_NHWC.shape[-1], "SAME", f"conv{i}")(x_NHWC)
       # PyTorch's momentum 0.1 and eps 1e-5; padded examples (mask 0) stay out of the statistics.
-      x_NHWC = BatchNorm(use_running_average=not train, name=f"bn{i}")(x_NHWC, mask_N)
+      # Layers 1-2 max-pool after the ReLU; BatchNorm pools first, exactly (batch_norm.py).
+      x_NHWC = BatchNorm(use_running_average=not train, pool=max_pool_2x2 if i < 3 else None,
+                         name=f"bn{i}")(x_NHWC, mask_N)
       x_NHWC = nn.relu(x_NHWC)
-      if i < 3:
-        x_NHWC = max_pool_2x2(x_NHWC)
     x_NC = x_NHWC.mean(axis=(1, 2))
     return dense(10, x_NC.shape[-1], "fc")(x_NC)
 

@@ -9,7 +9,8 @@ from jax.test_util import check_grads
 
 from conftest import normal
 from mnist_jax.batch_norm import BatchNorm
-from tolerance import EPS32, assert_within, max_abs, sum_order_bound
+from tolerance import (EPS32, assert_trees_as_accurate, assert_within, max_abs, sum_order_bound,
+                       to_float64)
 
 FLAX = lambda train: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                   use_fast_variance=False)
@@ -150,3 +151,33 @@ def test_initial_variables_are_flax_s():
   got = BatchNorm(False).init(jax.random.key(0), x)
   want = FLAX(True).init(jax.random.key(0), x)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), got, want)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_pooling_first_is_pooling_the_output(train):
+  """`pool=`: the max pool of ReLU(BatchNorm(x)), computed by pooling first (a min pool
+  where the scale is negative), in value, gradient and running statistics; masked."""
+  from mnist_jax.models import max_pool_2x2  # pylint: disable=import-outside-toplevel
+  x, variables, _ = _inputs()
+  variables["params"]["scale"] = variables["params"]["scale"] * jnp.array([1.0, -1.0, 1.0, -0.5])
+  mask_N = jnp.array([1.0] * 10 + [0.0] * 2)
+  dy = jnp.asarray(normal(4, (12, 3, 2, 4)))  # 6x5 pooled to 3x2: PyTorch drops the odd edge
+  pooled = lambda train: lambda bn_vars, x: nn.relu(BatchNorm(not train, pool=max_pool_2x2).apply(
+      bn_vars, x, mask_N, mutable=["batch_stats"])[0])
+  then_pooled = lambda train: lambda bn_vars, x: max_pool_2x2(nn.relu(BatchNorm(not train).apply(
+      bn_vars, x, mask_N, mutable=["batch_stats"])[0]))
+
+  def value_and_grads(f, variables, x):
+    y, vjp = jax.vjp(lambda params, x: f({**variables, "params": params}, x),
+                     variables["params"], x)
+    return y, vjp(dy.astype(y.dtype))
+
+  got = value_and_grads(pooled(train), variables, x)
+  reference = value_and_grads(then_pooled(train), variables, x)
+  with jax.enable_x64(True):
+    exact = value_and_grads(then_pooled(train), to_float64(variables), to_float64(x))
+  assert_trees_as_accurate(got, reference, exact, "pooled first ")
+  np.testing.assert_array_equal(got[0], reference[0])  # the same roundings, another order
+  stats = [BatchNorm(False, pool=pool).apply(variables, x, mask_N, mutable=["batch_stats"])[1]
+           for pool in (max_pool_2x2, None)]
+  jax.tree.map(np.testing.assert_array_equal, *stats)
