@@ -178,23 +178,16 @@ def mnist_jax_steps(model_name, images, labels, lr, on_every_device: bool):
   the host devices like train.py's (one device after a plain import)."""
   import jax  # pylint: disable=import-outside-toplevel
   import mnist_jax  # pylint: disable=import-outside-toplevel
+  import peers  # pylint: disable=import-outside-toplevel
   from mnist_jax import parallel  # pylint: disable=import-outside-toplevel
   config = mnist_jax.Config(model=model_name, batch_size=len(labels), learning_rate=lr)
   state = mnist_jax.create_train_state(jax.random.key(0), mnist_jax.get_model(model_name),
                                        config, steps_per_epoch=1)
-  batch, key = {"image": images, "label": labels}, jax.random.key(1)
-  if on_every_device:
-    mesh = parallel.make_mesh()
-    state = parallel.replicate(state, mesh)
-    batch = jax.device_put(batch, parallel.batch_sharded(mesh))
   step = jax.jit(mnist_jax.train_step, static_argnames="augment_images")
-  holder = [state]
-
-  def run(num_steps: int):
-    for _ in range(num_steps):
-      holder[0], _ = step(holder[0], batch, key, augment_images=False)
-    jax.block_until_ready(holder[0])
-  return run
+  key = jax.random.key(1)
+  return peers.jax_steps(lambda state, batch: step(state, batch, key, augment_images=False),
+                         state, ({"image": images, "label": labels},),
+                         parallel.make_mesh() if on_every_device else None)
 
 
 def steps_table(args) -> None:

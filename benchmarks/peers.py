@@ -74,7 +74,6 @@ def flax_steps(model_name: str, images_NHWC, labels, lr: float, mesh=None):
   import jax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from flax.training import train_state  # pylint: disable=import-outside-toplevel
-  from mnist_jax import parallel  # pylint: disable=import-outside-toplevel
 
   class TrainState(train_state.TrainState):
     batch_stats: dict
@@ -95,14 +94,23 @@ def flax_steps(model_name: str, images_NHWC, labels, lr: float, mesh=None):
     state = state.apply_gradients(grads=grads)
     return state.replace(batch_stats=updates.get("batch_stats", {})), loss
 
+  return jax_steps(train_step, state, (images_NHWC, labels), mesh)
+
+
+def jax_steps(step, state, inputs: tuple, mesh=None):
+  """`run(num_steps)` for a jitted `step(state, *inputs) -> (state, metrics)`; with `mesh`,
+  the state replicated and the inputs' leading (batch) axis split over its devices, as
+  train.py places them."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from mnist_jax import parallel  # pylint: disable=import-outside-toplevel
   if mesh is not None:
     state = parallel.replicate(state, mesh)
-    images_NHWC, labels = jax.device_put((images_NHWC, labels), parallel.batch_sharded(mesh))
+    inputs = jax.device_put(inputs, parallel.batch_sharded(mesh))
   holder = [state]
 
   def run(num_steps: int):
     for _ in range(num_steps):
-      holder[0], _ = train_step(holder[0], images_NHWC, labels)
+      holder[0], _ = step(holder[0], *inputs)
     jax.block_until_ready(holder[0])
   return run
 
