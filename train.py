@@ -4,7 +4,8 @@
     python train.py --config tiny_headline --data-dir ../shared/data/mnist
 
 Kept short on purpose: the work is `mnist_jax.train_and_evaluate(config, workdir)`.
-Exit status: 0 done, 2 bad input (one line on stderr), 3 the loss diverged.
+Exit status: 0 done, 2 bad input (one line on stderr), 3 the loss diverged, 4 a process of a
+multi-host run was lost (resume every process with --resume).
 """
 
 import argparse
@@ -67,6 +68,10 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
   multi.add_argument("--process-id", type=int)
   multi.add_argument("--distributed", action="store_true",
                      help="join a cluster JAX detects by itself (TPU pod, SLURM)")
+  multi.add_argument("--heartbeat-timeout", type=int, default=30, metavar="SECONDS",
+                     help="a process silent this long is declared lost and the run stops "
+                     "(default: 30; a killed process is noticed at its peers' next "
+                     "collective, sooner)")
   args = parser.parse_args(argv)
 
   if args.steps_per_decay is not None:
@@ -126,9 +131,10 @@ def main(argv=None) -> int:
   cpu.use_fast_convolutions()
   cpu.use_host_devices(config.batch_size)
   cli.use_compilation_cache(args.compilation_cache)
+  addresses = None
   if args.distributed or args.coordinator_address:
-    parallel.initialize_distributed(args.coordinator_address, args.num_processes,
-                                    args.process_id)
+    addresses = parallel.initialize_distributed(args.coordinator_address, args.num_processes,
+                                                args.process_id, args.heartbeat_timeout)
   # Orbax and TFDS log through absl; their failures reach the user as one line below.
   logging.getLogger("absl").setLevel(logging.CRITICAL)
 
@@ -146,6 +152,15 @@ def main(argv=None) -> int:
   except trainer.TrainingDiverged as e:
     print(f"train.py: diverged: {e}", file=sys.stderr)
     return 3
+  except trainer.ProcessLost as e:
+    lost = parallel.lost_processes(e.__cause__, addresses)
+    who = (", ".join(f"process {i} ({addresses[i]})" for i in lost) if lost
+           else "another process")
+    print(f"train.py: error: lost {who} of {jax.process_count()}: {e}", file=sys.stderr,
+          flush=True)
+    # Not a normal exit: JAX's exit handler would wait at a shutdown barrier for the lost
+    # process, then abort with a stack trace.
+    os._exit(4)  # pylint: disable=protected-access
   if jax.process_index() == 0:
     print(f"done: {workdir}", flush=True)
   return 0

@@ -38,6 +38,11 @@ class Checkpointer:
   def latest_epoch(self) -> int | None:
     return self._manager.latest_step()
 
+  def latest_complete_epoch(self) -> int | None:
+    """The latest checkpoint complete on disk (an asynchronous save in flight is not)."""
+    self._manager.reload()
+    return self._manager.latest_step()
+
   def save(self, epoch: int, state, progress: dict, precise_batch_stats=None) -> None:
     """Starts an asynchronous save; `progress` is JSON (metrics history, config)."""
     items = {"state": ocp.args.StandardSave(_arrays(state)),

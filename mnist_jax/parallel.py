@@ -5,8 +5,12 @@ optimizer state are replicated. XLA inserts the all-reduces, so the gradients an
 BatchNorm batch statistics are those of the global batch, as on one device.
 """
 
+import re
+import socket
+
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -58,8 +62,39 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> str | None:
 
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None) -> None:
+                           process_id: int | None,
+                           heartbeat_timeout_s: int | None = None) -> list[str]:
   """Joins a multi-host run (jax.distributed); with no arguments reads the usual
-  environment (e.g. JAX_COORDINATOR_ADDRESS, or a TPU / SLURM cluster's own)."""
+  environment (e.g. JAX_COORDINATOR_ADDRESS, or a TPU / SLURM cluster's own).
+
+  `heartbeat_timeout_s`: a process whose heartbeats stop for this long is declared dead
+  and the others are stopped (JAX's default: 100 s). Returns every process's host address
+  by process index, gathered now while all are there: what names a lost one later.
+  """
+  timeouts = {} if heartbeat_timeout_s is None else {"heartbeat_timeout_seconds": heartbeat_timeout_s}
   jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+                             num_processes=num_processes, process_id=process_id, **timeouts)
+  return process_addresses()
+
+
+_ADDRESS_BYTES = 64
+
+
+def process_addresses() -> list[str]:
+  """Each process's address as its peers reach it (its host name resolved, which is how
+  gloo's CPU collectives find a peer), by process index."""
+  try:
+    address = socket.gethostbyname(socket.gethostname())
+  except OSError:
+    address = socket.gethostname()
+  local = np.frombuffer(address.encode()[:_ADDRESS_BYTES].ljust(_ADDRESS_BYTES, b"\0"), np.uint8)
+  gathered = multihost_utils.process_allgather(local)  # (processes, _ADDRESS_BYTES)
+  return [bytes(row).rstrip(b"\0").decode() for row in np.asarray(gathered)]
+
+
+def lost_processes(error: BaseException, addresses: list[str]) -> list[int]:
+  """The other processes that a failed collective's error names by address (gloo says
+  "Read error [ADDRESS]:PORT"); empty when it names none."""
+  named = set(re.findall(r"\[([^\]\s]+)\]:\d+", str(error)))
+  return [i for i, address in enumerate(addresses)
+          if address in named and i != jax.process_index()]

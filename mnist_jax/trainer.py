@@ -2,10 +2,12 @@
 
 import math
 import os
+import re
 import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from mnist_jax import checkpointing
 from mnist_jax import data as data_lib
@@ -33,6 +35,11 @@ class TrainingDiverged(Exception):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class ProcessLost(Exception):
+  """In a multi-host run, a collective failed: another process is gone. The last complete
+  checkpoint is kept; `__cause__` is the collective's error."""
+
+
 def _check_resumable(saved: dict, config: Config) -> None:
   changed = sorted(k for k, v in config.to_dict().items()
                    if k not in RESUMABLE_CHANGES and saved.get(k, v) != v)
@@ -55,7 +62,11 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
   written before the data has loaded. `datasets`: MNIST's splits as `load_mnist` returns
   them, when the caller has them already; default: loaded per the config.
   """
-  if not resume and any(os.path.exists(os.path.join(workdir, f)) for f in RUN_FILES):
+  holds_run = any(os.path.exists(os.path.join(workdir, f)) for f in RUN_FILES)
+  if jax.process_count() > 1:  # process 0's look, taken before it writes, decides for all:
+    # a process that looked later would see the run just started and refuse alone
+    holds_run = bool(multihost_utils.broadcast_one_to_all(np.int32(holds_run)))
+  if not resume and holds_run:
     raise RunError(f"{workdir}: already holds a run; pass --resume to continue it "
                    "or choose another --workdir")
   mesh = parallel.make_mesh()
@@ -76,11 +87,24 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
   os.makedirs(workdir, exist_ok=True)
   checkpointer = checkpointing.Checkpointer(
       os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  lost = False
   try:
     return _train(config, workdir, checkpointer, resume, show_progress,
                   train_split, datasets["test"], mesh)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    lost = True
+    epoch = checkpointer.latest_complete_epoch()
+    kept = (f"the last complete checkpoint (epoch {epoch}) is kept in {checkpointer.directory}"
+            if epoch is not None else "no checkpoint was complete yet")
+    cause = re.sub(r"^(\w+: )?(Error dispatching computation: )*", "",  # XLA's wrapping
+                   str(e).strip().splitlines()[0])
+    cause = re.sub(r"\[[\w/.-]+:\d+\] ", "", cause)  # and its source file's name
+    raise ProcessLost(f"{cause}; {kept}; start every process again with --resume") from e
   finally:
-    checkpointer.close()  # waits for the last asynchronous save
+    if not lost:  # waiting for a save in flight would wait for the lost process too
+      checkpointer.close()  # waits for the last asynchronous save
 
 
 def _train(config, workdir, checkpointer, resume, show_progress,

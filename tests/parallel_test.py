@@ -2,10 +2,13 @@
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -145,11 +148,12 @@ def test_checkpoints_move_between_device_counts(tmp_path, mnist_dir):
   assert progress["history"][1]["train_loss"] < written["train_loss"]
 
 
-# ---- two real processes (jax.distributed, loopback, CPU collectives through gloo) ----
+# ---- two hosts (jax.distributed, CPU collectives through gloo) ----
 
 TRAIN = [sys.executable, str(ROOT / "train.py")]
-SMALL_RUN = ["--epochs", "1", "--train-examples", "1024", "--batch-size", "256", "--lr", "0.01",
-             "--no-progress"]
+HOST_RUN = ["--epochs", "2", "--train-examples", "4096", "--batch-size", "256", "--lr", "0.01",
+            "--no-progress"]
+HEARTBEAT_TIMEOUT_S = 20  # the run's bound on noticing a silent process
 
 
 def _free_loopback_port() -> int:
@@ -158,9 +162,45 @@ def _free_loopback_port() -> int:
     return s.getsockname()[1]
 
 
-def _train(args, devices, **popen):
+def _netns(*args):
+  subprocess.run(["ip", *map(str, args)], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def two_hosts():
+  """Two hosts: two network namespaces joined by a veth pair (root), each with its own
+  address, which the host's name resolves to inside it as on a real host (gloo finds its
+  peers by host name). Without them, two processes on the loopback, and a warning why."""
+  name = f"mnist-jax-{os.getpid()}"
+  namespaces, addresses = [f"{name}-0", f"{name}-1"], ["10.231.0.1", "10.231.0.2"]
+  try:
+    if os.geteuid() != 0:
+      raise PermissionError("needs root")
+    for ns, address in zip(namespaces, addresses):
+      os.makedirs(f"/etc/netns/{ns}", exist_ok=True)  # `ip netns exec` mounts it on /etc
+      with open(f"/etc/netns/{ns}/hosts", "w", encoding="utf-8") as f:
+        f.write(f"127.0.0.1 localhost\n{address} {socket.gethostname()}\n")
+      _netns("netns", "add", ns)
+      _netns("-n", ns, "link", "set", "lo", "up")
+    _netns("link", "add", "mjx0", "type", "veth", "peer", "name", "mjx1")
+    for i, (ns, address) in enumerate(zip(namespaces, addresses)):
+      _netns("link", "set", f"mjx{i}", "netns", ns)
+      _netns("-n", ns, "addr", "add", f"{address}/24", "dev", f"mjx{i}")
+      _netns("-n", ns, "link", "set", f"mjx{i}", "up")
+    yield [(["ip", "netns", "exec", ns], address) for ns, address in zip(namespaces, addresses)]
+  except (OSError, subprocess.SubprocessError) as e:
+    reason = getattr(e, "stderr", b"") or str(e)
+    warnings.warn(f"no network namespaces ({reason!r}): the two hosts share the loopback")
+    yield [([], "127.0.0.1")] * 2
+  finally:
+    for ns in namespaces:
+      subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+      shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+
+
+def _train(args, devices, prefix=(), **popen):
   env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices))
-  return subprocess.Popen(TRAIN + [str(a) for a in args], env=env, stdout=subprocess.PIPE,
+  return subprocess.Popen([*prefix, *TRAIN, *map(str, args)], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -177,39 +217,69 @@ def _finish(procs, timeout_s=300):
   return outs
 
 
-def test_two_processes_train_as_one_process_with_two_devices(tmp_path, mnist_dir):
-  two, one = tmp_path / "two_processes", tmp_path / "one_process"
-  cluster = ["--coordinator-address", f"127.0.0.1:{_free_loopback_port()}", "--num-processes", 2]
-  # The two processes, and alongside them the one process they must equal.
-  outs = _finish([_train(["--data-dir", mnist_dir, "--workdir", two, *SMALL_RUN, *cluster,
-                          "--process-id", i], devices=1) for i in (0, 1)]
-                 + [_train(["--data-dir", mnist_dir, "--workdir", one, *SMALL_RUN], devices=2)])
-  assert all(rc == 0 for rc, _, _ in outs), outs
-  outs = outs[:2]
-  assert "epoch   1" in outs[0][1] and "run folder" in outs[0][1]
+def test_two_hosts_train_as_one_process_and_resume_after_losing_one(tmp_path, mnist_dir,
+                                                                     two_hosts):
+  """Two hosts train as one process with two devices. Process 1 killed in epoch 2: process
+  0 exits 4 within the heartbeat bound, with one line naming it, keeping epoch 1's
+  checkpoint; both resumed end bit for bit where the uninterrupted run ends."""
+  hosts, one = tmp_path / "two_hosts", tmp_path / "one_process"
+
+  def start_hosts(*extra):
+    port = 12355 if two_hosts[0][0] else _free_loopback_port()  # a new namespace's ports are free
+    cluster = ["--coordinator-address", f"{two_hosts[0][1]}:{port}", "--num-processes", 2,
+               "--heartbeat-timeout", HEARTBEAT_TIMEOUT_S]
+    return [_train(["--data-dir", mnist_dir, "--workdir", hosts, *HOST_RUN, *cluster,
+                    "--process-id", i, *extra], devices=1, prefix=prefix)
+            for i, (prefix, _) in enumerate(two_hosts)]
+
+  procs = start_hosts()
+  uninterrupted = _train(["--data-dir", mnist_dir, "--workdir", one, *HOST_RUN], devices=2)
+  deadline = time.monotonic() + 300
+  while not (hosts / "checkpoints" / "1").is_dir():  # orbax renames a checkpoint once complete
+    assert procs[1].poll() is None and time.monotonic() < deadline, _finish(procs)
+    time.sleep(0.05)
+  procs[1].kill()
+  killed_at = time.monotonic()
+  [(rc, out, err), _] = _finish(procs, timeout_s=HEARTBEAT_TIMEOUT_S + 60)
+  exit_s = time.monotonic() - killed_at
+  assert rc == 4 and exit_s < HEARTBEAT_TIMEOUT_S, (rc, exit_s, err[-3000:])
+  address = two_hosts[1][1]
+  assert re.fullmatch(
+      rf"train\.py: error: lost process 1 \({re.escape(address)}\) of 2: .*; the last complete "
+      rf"checkpoint \(epoch 1\) is kept in {re.escape(str(hosts))}/checkpoints; start every "
+      r"process again with --resume", err.strip().splitlines()[-1]), err[-3000:]
+  assert "Traceback" not in err, err[-3000:]
+  assert "epoch   1" in out and "epoch   2" not in out  # killed mid-epoch 2
+  assert len((hosts / "metrics.jsonl").read_text().splitlines()) == 1
+
+  resumed = _finish(start_hosts("--resume"))
+  [(rc_one, _, err_one)] = _finish([uninterrupted])
+  assert rc_one == 0, err_one[-3000:]
+  assert all(rc == 0 for rc, _, _ in resumed), [err[-3000:] for _, _, err in resumed]
+  assert "epoch   2" in resumed[0][1] and "done" in resumed[0][1]
   for words in ("run folder", "epoch", "done"):  # process 1 reports nothing of its own
-    assert words not in outs[1][1], outs[1][1]
-  assert sorted(os.listdir(two)) == ["checkpoints", "config.json", "metrics.jsonl",
-                                     "model_summary.txt", "training_curves.png"]
+    assert words not in resumed[1][1], resumed[1][1]
+  assert sorted(os.listdir(hosts)) == ["checkpoints", "config.json", "metrics.jsonl",
+                                       "model_summary.txt", "training_curves.png"]
 
   # Both meshes have two devices, each computing the same 128-example half of every batch
   # with the same program; only the all-reduce differs (gloo between processes, shared
   # memory within one), and a sum of two operands is exact in either order: a + b == b + a.
-  # So the derived tolerance is zero: bit for bit.
-  config = Config(batch_size=256, learning_rate=0.01, num_epochs=1)
-  steps = input_pipeline.num_batches(1024, 256)
-  (a, progress_a), (b, progress_b) = (restore_run(w, config) for w in (two, one))
+  # So the derived tolerance is zero: bit for bit, the resumed run as the uninterrupted one.
+  config = Config(batch_size=256, learning_rate=0.01, num_epochs=2)
+  steps = input_pipeline.num_batches(4096, 256)
+  (a, progress_a), (b, progress_b) = (restore_run(w, config) for w in (hosts, one))
   for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state, a.step)),
                   jax.tree.leaves((b.params, b.batch_stats, b.opt_state, b.step))):
     np.testing.assert_array_equal(x, y)
-  assert int(a.step) == steps
+  assert int(a.step) == 2 * steps
   untimed = lambda h: [{k: v for k, v in r.items() if not k.endswith(("seconds", "second"))}
                        for r in h]
   assert untimed(progress_a["history"]) == untimed(progress_b["history"])
 
-  # The two-process checkpoint continues in a single process.
-  [(rc, out, err)] = _finish([_train(["--data-dir", mnist_dir, "--workdir", two, *SMALL_RUN,
-                                      "--epochs", 2, "--resume"], devices=2)])
+  # The two-host checkpoint continues in a single process.
+  [(rc, out, err)] = _finish([_train(["--data-dir", mnist_dir, "--workdir", hosts, *HOST_RUN,
+                                      "--epochs", 3, "--resume"], devices=2)])
   assert rc == 0, err
-  resumed, progress = restore_run(two, config.replace(num_epochs=2))
-  assert int(resumed.step) == 2 * steps and len(progress["history"]) == 2
+  continued, progress = restore_run(hosts, config.replace(num_epochs=3))
+  assert int(continued.step) == 3 * steps and len(progress["history"]) == 3
