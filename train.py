@@ -154,10 +154,10 @@ def main(argv=None) -> int:
     return 3
   except trainer.ProcessLost as e:
     lost = parallel.lost_processes(e.__cause__, addresses)
-    who = (", ".join(f"process {i} ({addresses[i]})" for i in lost) if lost
-           else "another process")
-    print(f"train.py: error: lost {who} of {jax.process_count()}: {e}", file=sys.stderr,
-          flush=True)
+    count = jax.process_count()
+    what = (f"lost {', '.join(f'process {i} ({addresses[i]})' for i in lost)} of {count}"
+            if lost else f"a step of the {count}-process run failed, as when a process is lost")
+    print(f"train.py: error: {what}: {e}", file=sys.stderr, flush=True)
     # Not a normal exit: JAX's exit handler would wait at a shutdown barrier for the lost
     # process, then abort with a stack trace.
     os._exit(4)  # pylint: disable=protected-access
