@@ -95,16 +95,21 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
     if jax.process_count() == 1:
       raise
     lost = True
-    epoch = checkpointer.latest_complete_epoch()
-    kept = (f"the last complete checkpoint (epoch {epoch}) is kept in {checkpointer.directory}"
-            if epoch is not None else "no checkpoint was complete yet")
-    cause = re.sub(r"^(\w+: )?(Error dispatching computation: )*", "",  # XLA's wrapping
-                   str(e).strip().splitlines()[0])
-    cause = re.sub(r"\[[\w/.-]+:\d+\] ", "", cause)  # and its source file's name
-    raise ProcessLost(f"{cause}; {kept}; start every process again with --resume") from e
+    raise ProcessLost(_process_lost_message(e, checkpointer)) from e
   finally:
     if not lost:  # waiting for a save in flight would wait for the lost process too
       checkpointer.close()  # waits for the last asynchronous save
+
+
+def _process_lost_message(error: Exception, checkpointer: checkpointing.Checkpointer) -> str:
+  """The failed collective's error in one line, then what is kept and what to do."""
+  cause = re.sub(r"^(\w+: )?(Error dispatching computation: )*", "",  # XLA's wrapping
+                 str(error).strip().splitlines()[0])
+  cause = re.sub(r"\[[\w/.-]+:\d+\] ", "", cause)  # and its source file's name
+  epoch = checkpointer.latest_complete_epoch()
+  kept = (f"the last complete checkpoint (epoch {epoch}) is kept in {checkpointer.directory}"
+          if epoch is not None else "no checkpoint was complete yet")
+  return f"{cause}; {kept}; start every process again with --resume"
 
 
 def _train(config, workdir, checkpointer, resume, show_progress,
