@@ -17,7 +17,7 @@ from mnist_jax import cli
 
 def main(argv=None) -> int:
   parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("workdir", metavar="RUN_DIR", help="a folder train.py wrote")
+  cli.add_run_argument(parser)
   parser.add_argument("--host", default="127.0.0.1",
                       help="address to listen on; 0.0.0.0 to let other machines in; "
                            "default: 127.0.0.1 (this machine only)")
@@ -28,9 +28,9 @@ def main(argv=None) -> int:
   cli.use_compilation_cache(args.compilation_cache)
   logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below
   try:
-    model = inference.load_run(args.workdir)
+    model = inference.load_run(args.workdir, args.setting)
     server = serving.make_server(model, args.workdir, args.host, args.port)
-  except checkpointing.CheckpointError as e:
+  except (checkpointing.CheckpointError, ValueError) as e:
     print(f"demo.py: error: {e}", file=sys.stderr)
     return 2
   except OSError as e:  # the port is taken, or the address is not this machine's

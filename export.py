@@ -19,7 +19,7 @@ from mnist_jax import cli
 
 def main(argv=None) -> int:
   parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("workdir", metavar="RUN_DIR", help="a folder train.py wrote")
+  cli.add_run_argument(parser)
   parser.add_argument("--out", required=True, help="the file to write")
   parser.add_argument("--seed-index", type=int, default=0,
                       help="which seed of a --seeds run (0 = its first); default: 0")
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
   cli.use_compilation_cache(args.compilation_cache)
   logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below
   try:
-    model = inference.load_run(args.workdir)
+    model = inference.load_run(args.workdir, args.setting)
     data = inference.export_logits(inference.one_seed(model, args.seed_index))
   except (checkpointing.CheckpointError, ValueError) as e:
     print(f"export.py: error: {e}", file=sys.stderr)
@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     print(f"export.py: error: {args.out}: cannot write ({e.strerror})", file=sys.stderr)
     return 2
   print(f"wrote {args.out} ({len(data):,} bytes): {model.config.model} of {args.workdir}, epoch "
-        f"{model.epoch}, seed index {args.seed_index}, "
-        f"{model.batch_norm_statistics} BatchNorm statistics")
+        f"{model.epoch}, {model.setting + ', ' if model.setting else ''}seed index "
+        f"{args.seed_index}, {model.batch_norm_statistics} BatchNorm statistics")
   return 0
 
 

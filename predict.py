@@ -19,7 +19,7 @@ from mnist_jax import cli
 
 def main(argv=None) -> int:
   parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("workdir", metavar="RUN_DIR", help="a folder train.py wrote")
+  cli.add_run_argument(parser)
   parser.add_argument("images", metavar="IMAGE", nargs="+")
   parser.add_argument("--json", action="store_true", help="one JSON object per image")
   args = parser.parse_args(argv)
@@ -29,10 +29,12 @@ def main(argv=None) -> int:
   logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below
 
   try:
-    model = inference.load_run(args.workdir)
-  except checkpointing.CheckpointError as e:
+    model = inference.load_run(args.workdir, args.setting)
+  except (checkpointing.CheckpointError, ValueError) as e:
     print(f"predict.py: error: {e}", file=sys.stderr)
     return 2
+  if model.setting:  # on stderr: stdout holds the answers alone
+    print(f"note: {args.workdir}: {model.setting}", file=sys.stderr)
   digits, names, failed = [], [], False
   for path in args.images:
     try:

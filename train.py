@@ -2,6 +2,7 @@
 
     python train.py --data-dir ../shared/data/mnist                 # the original's defaults
     python train.py --config tiny_headline --data-dir ../shared/data/mnist
+    python train.py --sweep lr=0.001,0.01 --sweep bn_momentum=0.1,0.3 --seeds 4   # 16 runs at once
 
 Kept short on purpose: the work is `mnist_jax.train_and_evaluate(config, workdir)`.
 Exit status: 0 done, 2 bad input (one line on stderr), 3 the loss diverged, 4 a process of a
@@ -17,13 +18,14 @@ import secrets
 import sys
 
 from mnist_jax import cli
-from mnist_jax.config import MODELS, Config
+from mnist_jax.config import MODELS, SWEEPABLE, Config
 
 # Flag -> Config field. Flags left out keep the preset's value.
 FLAG_FIELDS = {"model": "model", "batch_size": "batch_size", "epochs": "num_epochs",
                "lr": "learning_rate", "step_size": "step_size", "gamma": "gamma",
+               "bn_momentum": "bn_momentum",
                "seed": "seed", "seeds": "num_seeds", "precise_bn": "precise_bn",
-               "steps_per_chunk": "steps_per_chunk",
+               "steps_per_chunk": "steps_per_chunk", "run_groups": "run_groups",
                "data_dir": "data_dir", "mnist_url": "mnist_url",
                "train_examples": "num_train_examples"}
 
@@ -41,9 +43,15 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
                       help=f"StepLR: decay every N epochs; default: {d.step_size}")
   parser.add_argument("--steps-per-decay", type=int, help="the same as --step-size")
   parser.add_argument("--gamma", type=float, help=f"StepLR decay factor; default: {d.gamma}")
+  parser.add_argument("--bn-momentum", type=float,
+                      help=f"BatchNorm running averages, PyTorch's momentum; default: {d.bn_momentum}")
   parser.add_argument("--seed", type=int, help=f"default: {d.seed}")
   parser.add_argument("--seeds", type=int, help="train N independent runs at once, seeds "
                       "SEED, SEED+1, ...; report mean ± std (min-max); default: 1")
+  parser.add_argument("--sweep", action="append", metavar="NAME=V1,V2,...",
+                      help="train every value of NAME (repeatable: the grid of all of them), "
+                      f"each with every seed, as one run axis; NAME: {', '.join(SWEEPABLE)} "
+                      "(or the flag: lr, step-size, bn-momentum)")
   parser.add_argument("--precise-bn", action="store_true", default=None,
                       help="after each epoch also evaluate with BatchNorm statistics "
                       f"recomputed over {d.precise_bn_batches} training batches (TinyNet)")
@@ -60,6 +68,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
   parser.add_argument("--steps-per-chunk", type=int,
                       help="training steps per device program (a lax.scan of train_step); "
                       "default: the whole epoch on GPU/TPU, 1 on CPU")
+  parser.add_argument("--run-groups", type=int, metavar="G",
+                      help="split the runs (--seeds, --sweep) over G groups of devices, each "
+                      "group splitting its runs' batches: a 2-D mesh; default: 1")
   parser.add_argument("--no-cuda", action="store_true", help="train on the CPU")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   multi = parser.add_argument_group("multi-host (jax.distributed; one process per host)")
@@ -82,12 +93,30 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
   if args.resume and args.workdir is None:
     parser.error("--resume needs --workdir: the run folder to continue")
   try:
-    config = load_preset(args.config).replace(
-        **{field: getattr(args, flag) for flag, field in FLAG_FIELDS.items()
-           if getattr(args, flag) is not None})
+    changes = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items()
+               if getattr(args, flag) is not None}
+    if args.sweep:
+      changes["sweep"] = tuple(parse_sweep(text) for text in args.sweep)
+    config = load_preset(args.config).replace(**changes)
   except (ValueError, ImportError, AttributeError, FileNotFoundError) as e:
     parser.error(str(e))
   return args, config
+
+
+def parse_sweep(text: str) -> tuple[str, tuple]:
+  """`lr=0.001,0.01` -> ("learning_rate", (0.001, 0.01)); Config checks name and values."""
+  name, sep, values = text.partition("=")
+  if not sep:
+    raise ValueError(f"--sweep {text}: expected NAME=V1,V2,...")
+  name = FLAG_FIELDS.get(name.replace("-", "_"), name)
+  numbers = []
+  for value in filter(None, values.split(",")):
+    try:
+      number = float(value)
+    except ValueError:
+      raise ValueError(f"--sweep {name}={value}: not a number") from None
+    numbers.append(int(number) if name == "step_size" and number.is_integer() else number)
+  return name, tuple(numbers)
 
 
 def load_preset(name: str) -> Config:

@@ -45,7 +45,8 @@ def main():
   def run_steps(run, num_steps):
     step = run.fns.train_steps(1)
     for i in range(num_steps):
-      run.state, run.sums = step(run.state, run.sums, run.train, run.order, run.keys.augment)
+      run.state, run.sums = step(run.state, run.sums, run.train, run.order, run.keys.augment,
+                                 run.hyperparams)
       if (i + 1) % epoch.MAX_QUEUED_PROGRAMS == 0:
         jax.block_until_ready(run.sums)
     jax.block_until_ready(run.sums)

@@ -95,13 +95,14 @@ def measure_jax(args) -> dict:
   lengths = epoch.chunk_lengths(steps_per_epoch, chunk)
   start = time.perf_counter()
   for k in sorted(set(lengths)):
-    state, sums = fns.train_steps(k)(state, sums, train, order, run.keys.augment)
+    state, sums = fns.train_steps(k)(state, sums, train, order, run.keys.augment, run.hyperparams)
   jax.block_until_ready(fns.evaluate(state, test, test_order))
   warmup_s = time.perf_counter() - start
 
   start = time.perf_counter()
   state, sums = epoch.train_epoch(fns.train_steps, state, sums, train, order, run.keys.augment,
-                                  steps_per_epoch=steps_per_epoch, steps_per_chunk=chunk,
+                                  run.hyperparams, steps_per_epoch=steps_per_epoch,
+                                  steps_per_chunk=chunk,
                                   report_every_steps=config.progress_every_steps)
   train_epoch_s = time.perf_counter() - start
   start = time.perf_counter()

@@ -6,7 +6,7 @@ functions as train.py builds them (`mnist_jax.trainer`).
     common.use_train_py_settings(batch_size=256)         # before JAX initialises
     run = common.setup_run("../shared/data/mnist", Config(batch_size=256))
     run.state, run.sums = run.fns.train_steps(1)(run.state, run.sums, run.train, run.order,
-                                                 run.keys.augment)
+                                                 run.keys.augment, run.hyperparams)
 """
 
 import dataclasses
@@ -51,6 +51,7 @@ class Run:
   test: object
   test_order: object
   keys: object  # epoch.RunKeys, replicated
+  hyperparams: object  # epoch.run_hyperparams, replicated
   fns: object  # epoch.EpochFunctions
   state: object
   sums: object
@@ -76,7 +77,7 @@ def setup_run(data_dir: str, config, mnist=None, mesh=None) -> Run:
       test=input_pipeline.to_device(mnist["test"], mesh),
       test_order=parallel.replicate(input_pipeline.sequential_order(
           len(mnist["test"].labels), eval_batch_size), mesh),
-      keys=keys, fns=fns,
+      keys=keys, hyperparams=parallel.replicate(epoch.run_hyperparams(config), mesh), fns=fns,
       state=epoch.init_state(config, keys.init, steps_per_epoch, replicated),
-      sums=parallel.replicate(epoch.zero_sums(config.num_seeds), mesh),
+      sums=parallel.replicate(epoch.zero_sums(config.num_runs), mesh),
       order=fns.order(keys.data, parallel.replicate(np.int32(1), mesh)))

@@ -54,14 +54,14 @@ def main():
   state, sums = run.state, run.sums
   split, order, augment_key = run.train, run.order, run.keys.augment
   for _ in range(3):
-    state, sums = train_batch(state, sums, split, order, augment_key)
+    state, sums = train_batch(state, sums, split, order, augment_key, run.hyperparams)
   jax.block_until_ready(sums)
 
   trace_dir = tempfile.mkdtemp()
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     start = time.perf_counter()
     for _ in range(args.steps):
-      state, sums = train_batch(state, sums, split, order, augment_key)
+      state, sums = train_batch(state, sums, split, order, augment_key, run.hyperparams)
     jax.block_until_ready(sums)
     wall_ms = 1000 * (time.perf_counter() - start) / args.steps
 

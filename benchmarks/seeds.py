@@ -1,5 +1,5 @@
-"""What N seeds cost against one: a training step of N seeds together, per way of
-mapping over the seed axis, beside N times one seed's step.
+"""What N runs cost against one: a training step of N seeds together, per way of
+mapping over the run axis, and of a sweep of N learning rates, beside N times one run's step.
 
     python benchmarks/seeds.py --data-dir ../shared/data/mnist --seeds 8
 
@@ -7,8 +7,9 @@ With train.py's XLA:CPU settings (mnist_jax.cpu) and its jitted step
 (`epoch.jit_epoch_functions`), TinyNet at batch 256 by default. Each variant times
 `--steps` steps after a warm-up (compile); `--repeats` cycles through the variants
 that many times and reports each one's median. Variants: the library's seed maps
-(`vmap`, `unroll`) and `lax.map` (a loop over the seeds on the device, built here
-from the same step). Prints a table, the CPU first.
+(`vmap`, `unroll`), `lax.map` (a loop over the seeds on the device, built here
+from the same step), and a sweep (`--sweep learning_rate=...`, N values, one seed, the
+backend's default map). Prints a table, the CPU first.
 """
 
 import argparse
@@ -43,33 +44,38 @@ def main():
   def lax_map_step(run):
     step = functools.partial(epoch.train_batch, steps_per_epoch=run.steps_per_epoch,
                              batch_size=run.config.batch_size, augment=True, mesh=run.mesh)
-    return jax.jit(lambda state, sums, split, order, key: jax.lax.map(
-        lambda xs: step(xs[0], xs[1], split, xs[2], xs[3]), (state, sums, order, key)),
-                   donate_argnums=(0, 1))
+    return jax.jit(lambda state, sums, split, order, key, hyperparams: jax.lax.map(
+        lambda xs: step(xs[0], xs[1], split, xs[2], xs[3], xs[4]),
+        (state, sums, order, key, hyperparams)), donate_argnums=(0, 1))
 
   def make(variant):
     """(jitted step, its arguments) for one variant."""
-    run = common.setup_run(args.data_dir, base.replace(
-        num_seeds=1 if variant == "one seed" else args.seeds,
-        seed_map=variant if variant in ("vmap", "unroll") else None), mnist)
+    if variant == "sweep":  # learning rates around the headline's, each with one seed
+      config = base.replace(sweep=(("learning_rate", tuple(
+          float(f"{0.01 * 2 ** (k - args.seeds // 2):.3g}") for k in range(args.seeds))),))
+    else:
+      config = base.replace(num_seeds=1 if variant == "one seed" else args.seeds,
+                            seed_map=variant if variant in ("vmap", "unroll") else None)
+    run = common.setup_run(args.data_dir, config, mnist)
     step = lax_map_step(run) if variant == "lax.map" else run.fns.train_steps(1)
-    return step, run.train, (run.state, run.sums, run.order, run.keys.augment)
+    return step, run.train, (run.state, run.sums, run.order, run.keys.augment, run.hyperparams)
 
-  variants = ["one seed", "unroll", "vmap", "lax.map"]
+  variants = ["one seed", "unroll", "vmap", "lax.map", "sweep"]
   compiled, times = {}, {v: [] for v in variants}
   for _ in range(args.repeats):
     for variant in variants:
       if variant not in compiled:
-        step, train, (state, sums, order, key) = make(variant)
+        step, train, (state, sums, order, key, hyperparams) = make(variant)
         start = time.perf_counter()
-        state, sums = step(state, sums, train, order, key)
+        state, sums = step(state, sums, train, order, key, hyperparams)
         jax.block_until_ready(sums)
-        compiled[variant] = (step, time.perf_counter() - start, train, [state, sums, order, key])
+        compiled[variant] = (step, time.perf_counter() - start, train,
+                             [state, sums, order, key, hyperparams])
       step, _, train, carried = compiled[variant]
-      state, sums, order, key = carried
+      state, sums, order, key, hyperparams = carried
       start = time.perf_counter()
       for _ in range(args.steps):
-        state, sums = step(state, sums, train, order, key)
+        state, sums = step(state, sums, train, order, key, hyperparams)
       jax.block_until_ready(sums)
       times[variant].append((time.perf_counter() - start) / args.steps)
       carried[:2] = state, sums
@@ -85,7 +91,9 @@ def main():
   for variant in variants:
     step_s = float(np.median(times[variant]))
     n = 1 if variant == "one seed" else args.seeds
-    print(f"| {variant}{'' if n == 1 else f' ({n} seeds)'} | {compiled[variant][1]:.1f} s "
+    runs = f" ({n} learning rates, {epoch.default_seed_map()})" if variant == "sweep" else (
+        "" if n == 1 else f" ({n} seeds)")
+    print(f"| {variant}{runs} | {compiled[variant][1]:.1f} s "
           f"| {1000 * step_s:.0f} | {step_s * steps_per_epoch:.1f} s "
           f"| {'' if n == 1 else f'{step_s / (n * one):.2f}x'} |")
 

@@ -2,7 +2,7 @@
 
 It holds the same variables as `flax.linen.BatchNorm` (params `scale`, `bias`;
 batch_stats `mean`, `var`) and computes the same numbers as
-`nn.BatchNorm(momentum=0.9, epsilon=1e-5, use_fast_variance=False)`, which
+`nn.BatchNorm(momentum=0.9, epsilon=1e-5, use_fast_variance=False)` (PyTorch's momentum 0.1), which
 tests/batch_norm_test.py checks in value, gradient and running statistics, masked
 or not. The difference is the gradient: autodiff differentiates through the batch
 mean and variance and leaves XLA ~10 channel reductions per layer, each a pass
@@ -89,11 +89,12 @@ _normalize.defvjp(_normalize_fwd, _normalize_bwd)
 class BatchNorm(nn.Module):
   """Normalises NHWC activations per channel; `mask_N` leaves padded examples out.
 
-  `momentum` weighs the old running average (Flax's convention: PyTorch's 0.1 is 0.9).
+  `momentum` weighs the new batch in the running averages, as PyTorch's does (Flax's
+  weighs the old average: its 0.9 is PyTorch's 0.1); an array (a run's value in a sweep) too.
   `pool`: a max pool applied to the output, computed before normalising (`_signed_pool`).
   """
   use_running_average: bool
-  momentum: float = 0.9
+  momentum: float | jax.Array = 0.1
   epsilon: float = 1e-5
   pool: Callable | None = None
 
@@ -116,6 +117,6 @@ class BatchNorm(nn.Module):
       self.sow(BATCH_MOMENTS, "mean", mean, reduce_fn=lambda _, new: new)
       self.sow(BATCH_MOMENTS, "var", var, reduce_fn=lambda _, new: new)
       m = self.momentum
-      ra_mean.value = m * ra_mean.value + (1 - m) * lax.stop_gradient(mean)
-      ra_var.value = m * ra_var.value + (1 - m) * lax.stop_gradient(var)
+      ra_mean.value = (1 - m) * ra_mean.value + m * lax.stop_gradient(mean)
+      ra_var.value = (1 - m) * ra_var.value + m * lax.stop_gradient(var)
     return y_NHWC

@@ -29,6 +29,14 @@ class ArgumentParser(argparse.ArgumentParser):
     self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def add_run_argument(parser: argparse.ArgumentParser) -> None:
+  """RUN_DIR, the folder train.py wrote, and which setting of a sweep answers."""
+  parser.add_argument("workdir", metavar="RUN_DIR", help="a folder train.py wrote")
+  parser.add_argument("--setting", type=int, metavar="K",
+                      help="a --sweep run: the seeds of setting K answer (sweep.csv lists "
+                      "them); default: the best by final test accuracy")
+
+
 def default_cache_dir() -> str:
   """The user's cache folder (XDG), as other tools keep theirs."""
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

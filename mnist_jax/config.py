@@ -1,10 +1,15 @@
 """The run configuration: one typed, JSON-serialisable record. Presets live in configs/."""
 
+import copy
 import dataclasses
+import itertools
 import math
 
 MODELS = ("tiny", "net")
 SEED_MAPS = ("vmap", "unroll")  # see mnist_jax/epoch.py
+# Fields a sweep may vary: they change numbers, not the program's shapes or structure, so
+# the runs of a grid are entries of one run axis (steps.train_step's `hyperparams`).
+SWEEPABLE = ("learning_rate", "step_size", "gamma", "bn_momentum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,9 +20,14 @@ class Config:
   learning_rate: float = 1e-3  # Adam
   step_size: int = 15  # StepLR: multiply the rate by gamma every step_size epochs
   gamma: float = 0.1
+  bn_momentum: float = 0.1  # BatchNorm running averages: PyTorch's momentum (the new batch's weight)
   seed: int = 0  # parameters, data order and augmentation all derive from it
   num_seeds: int = 1  # independent runs trained together: seeds seed, seed+1, ...
+  # A grid trained as one run axis: (field, values) pairs of SWEEPABLE fields; every
+  # setting (the product of their values) runs with each of the num_seeds seeds.
+  sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
   seed_map: str | None = None  # how seeds are computed (speed only); None: per backend
+  run_groups: int = 1  # device groups the run axis is split over (a runs x data mesh)
   steps_per_chunk: int | None = None  # training steps per device program; None: per backend
   precise_bn: bool = False  # also evaluate with BatchNorm statistics recomputed per epoch
   precise_bn_batches: int = 40  # training batches they are recomputed over
@@ -31,12 +41,18 @@ class Config:
   keep_checkpoints: int = 3
 
   def __post_init__(self):
+    # As tuples (hashable: a config is a static argument of jit), from JSON's lists too.
+    object.__setattr__(self, "sweep", tuple((name, tuple(values)) for name, values in self.sweep))
     problems = self.problems()
     if problems:
       raise ValueError("; ".join(problems))
 
   def problems(self) -> list[str]:
     """What is wrong with these values, as `--flag: reason` lines."""
+    found = self._field_problems()
+    return found + self._sweep_problems(found)
+
+  def _field_problems(self) -> list[str]:
     found = []
     if self.model not in MODELS:
       found.append(f"--model: unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
@@ -45,7 +61,7 @@ class Config:
                        ("steps_per_chunk", "--steps-per-chunk"),
                        ("step_size", "--step-size"), ("eval_batch_size", "eval_batch_size"),
                        ("progress_every_steps", "progress_every_steps"),
-                       ("keep_checkpoints", "keep_checkpoints")):
+                       ("keep_checkpoints", "keep_checkpoints"), ("run_groups", "--run-groups")):
       if getattr(self, name) is not None and getattr(self, name) < 1:
         found.append(f"{flag}: must be a positive integer, got {getattr(self, name)}")
     if self.num_train_examples is not None and self.num_train_examples < 1:
@@ -58,7 +74,51 @@ class Config:
       found.append(f"--lr: must be a positive finite number, got {self.learning_rate}")
     if not (0 < self.gamma <= 1):
       found.append(f"--gamma: must lie in (0, 1], got {self.gamma}")
+    if not (0 <= self.bn_momentum <= 1):
+      found.append(f"--bn-momentum: must lie in [0, 1], got {self.bn_momentum}")
     return found
+
+  def _sweep_problems(self, field_problems: list[str]) -> list[str]:
+    found, seen = [], set()
+    for name, values in self.sweep:
+      if name in ("seed", "num_seeds"):
+        found.append(f"--sweep {name}: seeds are an axis of every setting already; use --seeds N")
+      elif name not in SWEEPABLE:
+        why = ("changes the program's shapes or structure; train separate runs"
+               if name in {f.name for f in dataclasses.fields(self)} else "is no config field")
+        found.append(f"--sweep {name}: {why}; sweepable: {', '.join(SWEEPABLE)}")
+      elif name in seen:
+        found.append(f"--sweep {name}: given twice; list all its values once")
+      elif name == "bn_momentum" and self.model == "net":
+        found.append("--sweep bn_momentum: Net has no BatchNorm; use it with --model tiny")
+      elif not values:
+        found.append(f"--sweep {name}: no values; give {name}=V1,V2,...")
+      else:
+        for value in values:
+          if isinstance(getattr(self, name), int) and not float(value).is_integer():
+            found.append(f"--sweep {name}={value}: must be a whole number")
+            continue
+          with_value = copy.copy(self)  # not validated on creation, as a replace() would be
+          object.__setattr__(with_value, name, value)
+          found += [f"--sweep {name}={value}: {problem.split(': ', 1)[1]}"
+                    for problem in with_value._field_problems() if problem not in field_problems]
+      seen.add(name)
+    return found
+
+  def settings(self) -> list[dict]:
+    """The sweep's grid: one dict of swept values per setting (one empty dict: no sweep)."""
+    names = [name for name, _ in self.sweep]
+    return [dict(zip(names, values))
+            for values in itertools.product(*(values for _, values in self.sweep))]
+
+  def setting(self, index: int) -> "Config":
+    """The config of the grid's setting `index` trained alone, with the same seeds."""
+    return dataclasses.replace(self, sweep=(), **self.settings()[index])
+
+  @property
+  def num_runs(self) -> int:
+    """Runs trained together: every setting of the sweep with every seed."""
+    return len(self.settings()) * self.num_seeds
 
   def replace(self, **changes) -> "Config":
     return dataclasses.replace(self, **changes)

@@ -1,10 +1,11 @@
 """What runs on the device each epoch: the training steps, the test pass and precise
-BatchNorm statistics, jitted for the device mesh, for one run or for many seeds at once.
+BatchNorm statistics, jitted for the device mesh, for one run or for many at once.
 
-Many seeds (`Config.num_seeds > 1`) are one leading array axis of everything a run
-owns (state, running sums, epoch order, keys); the dataset is shared. Seed k is the
-run `--seed seed+k` gives alone. How a function is mapped over that axis changes
-speed, not meaning (`SEED_MAPS`; `benchmarks/seeds.py` measures them).
+Many runs (`Config.num_runs > 1`: many seeds, a sweep's settings, or both) are one leading
+array axis of everything a run owns (state, running sums, epoch order, keys,
+hyperparameters); the dataset is shared. Run `s * num_seeds + k` is setting s of the sweep
+with seed `seed+k`: the run that setting and seed give alone. How a function is mapped over
+that axis changes speed, not meaning (`SEED_MAPS`; `benchmarks/seeds.py` measures them).
 """
 
 import functools
@@ -16,11 +17,11 @@ import numpy as np
 
 from mnist_jax import augment, input_pipeline, models, parallel, steps
 from mnist_jax.batch_norm import BATCH_MOMENTS
-from mnist_jax.config import SEED_MAPS, Config
+from mnist_jax.config import SEED_MAPS, SWEEPABLE, Config
 from mnist_jax.train_state import create_train_state
 
 # SEED_MAPS: "vmap", one batched program, in which convolutions whose kernels carry the
-# seed axis become grouped convolutions; "unroll", the seeds one after another inside the
+# run axis become grouped convolutions; "unroll", the runs one after another inside the
 # program, each computed as a single run computes it. (`lax.map`, a loop over the seeds
 # on the device, is slower than both on CPU and its convolutions round worse there:
 # benchmarks/seeds.py measures it.)
@@ -29,20 +30,23 @@ from mnist_jax.train_state import create_train_state
 def default_seed_map() -> str:
   # XLA:CPU runs grouped convolutions and convolutions inside loops far slower than
   # plain ones (TinyNet b256, 8 seeds: benchmarks/seeds.py, docs/usage.md "Many seeds"), so the
-  # CPU unrolls; GPUs and TPUs batch the seeds into one wide program.
+  # CPU unrolls; GPUs and TPUs batch the runs into one wide program.
   return "unroll" if jax.default_backend() == "cpu" else "vmap"
 
 
-def over_seeds(fn: Callable, in_axes: tuple, num_seeds: int, how: str) -> Callable:
-  """`fn` per seed: arguments with in_axes 0 carry the seed axis, None are shared."""
-  if num_seeds == 1:
-    return fn  # no seed axis at all: a single run is exactly what it always was
-  if how == "vmap":
-    return jax.vmap(fn, in_axes=in_axes)
+def over_runs(fn: Callable, in_axes: tuple, num_runs: int, how: str,
+              spmd_axis_name: str | None = None) -> Callable:
+  """`fn` per run: arguments with in_axes 0 carry the run axis, None are shared.
+  `spmd_axis_name`: the mesh axis the run axis is split over (vmap only)."""
+  if num_runs == 1:
+    return fn  # no run axis at all: a single run is exactly what it always was
+  if how == "vmap":  # trailing arguments left out take their defaults, unmapped
+    return lambda *args: jax.vmap(fn, in_axes=in_axes[:len(args)],
+                                  spmd_axis_name=spmd_axis_name)(*args)
   if how == "unroll":
     return lambda *args: _stack([
         fn(*(jax.tree.map(lambda x, k=k: x[k], a) if axis == 0 else a
-             for a, axis in zip(args, in_axes))) for k in range(num_seeds)])
+             for a, axis in zip(args, in_axes))) for k in range(num_runs)])
   raise ValueError(f"unknown seed map {how!r}; choose one of {', '.join(SEED_MAPS)}")
 
 
@@ -73,6 +77,20 @@ def seed_values(config: Config) -> list[int]:
   return [config.seed + k for k in range(config.num_seeds)]
 
 
+def run_seeds(config: Config) -> list[int]:
+  """Each run's seed: every setting of the sweep runs with the same seeds."""
+  return seed_values(config) * len(config.settings())
+
+
+def run_hyperparams(config: Config) -> dict[str, jax.Array]:
+  """Each run's values of the sweepable fields (`steps.train_step`'s `hyperparams`)."""
+  values = {name: [setting.get(name, getattr(config, name)) for setting in config.settings()
+                   for _ in range(config.num_seeds)] for name in SWEEPABLE}
+  arrays = {name: np.asarray(v, np.int32 if name == "step_size" else np.float32)
+            for name, v in values.items()}
+  return arrays if config.num_runs > 1 else {name: a[0] for name, a in arrays.items()}
+
+
 class RunKeys(NamedTuple):
   init: jax.Array
   data: jax.Array  # with the epoch number: that epoch's order
@@ -80,17 +98,17 @@ class RunKeys(NamedTuple):
 
 
 def run_keys(config: Config) -> RunKeys:
-  """Every random draw of a run derives from its seed (with a seed axis for many seeds)."""
-  keys = [RunKeys(*jax.random.split(jax.random.key(s), 3)) for s in seed_values(config)]
-  return keys[0] if config.num_seeds == 1 else _stack(keys)
+  """Every random draw of a run derives from its seed (with a run axis for many runs)."""
+  keys = [RunKeys(*jax.random.split(jax.random.key(s), 3)) for s in run_seeds(config)]
+  return keys[0] if config.num_runs == 1 else _stack(keys)
 
 
 def _init_fn(config: Config, steps_per_epoch: int) -> Callable:
-  """init_key -> the run's initial state (a leading seed axis for many seeds)."""
+  """init_key -> the run's initial state (a leading run axis for many runs)."""
   init = functools.partial(create_train_state, model=models.get_model(config.model),
                            config=config, steps_per_epoch=steps_per_epoch)
   # Random draws are elementwise in the key: vmapped they give each seed its own bits.
-  return init if config.num_seeds == 1 else jax.vmap(init)
+  return init if config.num_runs == 1 else jax.vmap(init)
 
 
 def init_state(config: Config, init_key, steps_per_epoch: int, sharding=None):
@@ -108,8 +126,8 @@ def abstract_state(config: Config, sharding, steps_per_epoch: int = 1):
                       shapes)
 
 
-def zero_sums(num_seeds: int = 1) -> steps.Metrics:
-  shape = () if num_seeds == 1 else (num_seeds,)
+def zero_sums(num_runs: int = 1) -> steps.Metrics:
+  shape = () if num_runs == 1 else (num_runs,)
   return {k: jnp.zeros(shape, jnp.float32) for k in ("loss_sum", "correct", "count")}
 
 
@@ -117,18 +135,20 @@ def _add(a: steps.Metrics, b: steps.Metrics) -> steps.Metrics:
   return jax.tree.map(jnp.add, a, b)
 
 
-def train_batch(state, sums, split, order, augment_key, *, steps_per_epoch: int,
-                batch_size: int, augment: bool, mesh=None):
+def train_batch(state, sums, split, order, augment_key, hyperparams=None, *,
+                steps_per_epoch: int, batch_size: int, augment: bool, mesh=None):
   """The next step of the epoch: everything it needs is already on the device.
 
   The batch position and the augmentation key follow from `state.step`, so the
   host sends nothing per step and a resumed run draws the same randomness. With a
-  mesh, each device gathers and computes its own slice of the batch.
+  mesh, each device gathers and computes its own slice of the batch. `hyperparams`:
+  the run's (`run_hyperparams`); None: the state's optimizer's and the model's own.
   """
   batch = parallel.shard_batch(
       input_pipeline.get_batch(split, order, state.step % steps_per_epoch, batch_size), mesh)
   key = jax.random.fold_in(augment_key, state.step)
-  state, metrics = steps.train_step(state, batch, key, augment_images=augment)
+  state, metrics = steps.train_step(state, batch, key, augment_images=augment,
+                                    hyperparams=hyperparams)
   return state, _add(sums, metrics)
 
 
@@ -139,9 +159,9 @@ def repeat_steps(train_batch_fn: Callable, num_steps: int) -> Callable:
   if num_steps == 1:
     return train_batch_fn
 
-  def train_steps(state, sums, split, order, augment_key):
+  def train_steps(state, sums, split, order, augment_key, hyperparams=None):
     def step(carry, _):
-      return train_batch_fn(*carry, split, order, augment_key), None
+      return train_batch_fn(*carry, split, order, augment_key, hyperparams), None
     return jax.lax.scan(step, (state, sums), None, length=num_steps)[0]
   return train_steps
 
@@ -153,16 +173,16 @@ def repeat_steps(train_batch_fn: Callable, num_steps: int) -> Callable:
 MAX_QUEUED_PROGRAMS = 20
 
 
-def train_epoch(train_steps: Callable, state, sums, split, order, augment_key, *,
-                steps_per_epoch: int, steps_per_chunk: int, report_every_steps: int,
-                report: Callable[[int], None] = lambda steps_done: None):
+def train_epoch(train_steps: Callable, state, sums, split, order, augment_key,
+                hyperparams=None, *, steps_per_epoch: int, steps_per_chunk: int,
+                report_every_steps: int, report: Callable[[int], None] = lambda steps_done: None):
   """An epoch's steps from the host: `train_steps(num_steps)` (EpochFunctions.train_steps)
   per chunk. Waits for the device and calls `report(steps_done)` after the first chunk
   (compiled and run: the end of the warm-up), whenever another `report_every_steps` steps
   are done, and at the end; nothing is fetched per step."""
   done, queued = 0, 0
   for num_steps in chunk_lengths(steps_per_epoch, steps_per_chunk):
-    state, sums = train_steps(num_steps)(state, sums, split, order, augment_key)
+    state, sums = train_steps(num_steps)(state, sums, split, order, augment_key, hyperparams)
     done, queued = done + num_steps, queued + 1
     if (done // report_every_steps > (done - num_steps) // report_every_steps
         or done in (num_steps, steps_per_epoch) or queued == MAX_QUEUED_PROGRAMS):
@@ -221,17 +241,18 @@ def precise_batch_stats(state, split, order, augment_key, *, batch_size: int,
 
 
 class EpochFunctions(NamedTuple):
-  """The jitted functions an epoch runs; each takes and returns the seed axis, if any."""
+  """The jitted functions an epoch runs; each takes and returns the run axis, if any."""
   order: Callable  # (data_key, epoch) -> EpochOrder
-  # num_steps -> jitted (state, sums, split, order, augment_key) -> (state, sums): the
-  # next num_steps steps (compiled once per num_steps).
+  # num_steps -> jitted (state, sums, split, order, augment_key, hyperparams=None) ->
+  # (state, sums): the next num_steps steps (compiled once per num_steps).
   train_steps: Callable
   evaluate: Callable  # (state, split, order) -> sums
   precise_batch_stats: Callable | None  # (state, split, order, augment_key) -> batch_stats
 
 
 def round_up_to_devices(batch_size: int, mesh) -> int:
-  return -(-batch_size // mesh.size) * mesh.size
+  n = parallel.data_devices(mesh)
+  return -(-batch_size // n) * n
 
 
 def precise_bn_batches(config: Config, num_train: int) -> int:
@@ -242,11 +263,23 @@ def precise_bn_batches(config: Config, num_train: int) -> int:
 def jit_epoch_functions(config: Config, num_train: int, eval_batch_size: int,
                         mesh) -> EpochFunctions:
   """The functions the loop runs, jitted for the mesh, the state and running sums donated.
-  benchmarks/benchmark.py times these same functions."""
+  benchmarks/benchmark.py times these same functions. On a mesh with a `runs` axis, every
+  argument with a run axis is split over it (`parallel.per_run`) and must be given."""
   replicated = parallel.replicated(mesh)
   steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
-  n, how = config.num_seeds, config.seed_map or default_seed_map()
-  jit = functools.partial(jax.jit, in_shardings=replicated, out_shardings=replicated)
+  runs_axis = parallel.runs_axis(mesh)
+  # Runs split over devices are one batched program over that axis, whatever the backend.
+  n, how = config.num_runs, "vmap" if runs_axis else config.seed_map or default_seed_map()
+
+  def jit(fn, in_axes, **kwargs):
+    if runs_axis is None:
+      return jax.jit(fn, in_shardings=replicated, out_shardings=replicated, **kwargs)
+    runs = parallel.per_run(mesh)
+    return jax.jit(fn, in_shardings=tuple(runs if axis == 0 else replicated for axis in in_axes),
+                   out_shardings=runs, **kwargs)
+
+  def mapped(fn, in_axes):
+    return jit(over_runs(fn, in_axes, n, how, runs_axis), in_axes)
 
   def order(data_key, epoch):
     return input_pipeline.shuffled_order(jax.random.fold_in(data_key, epoch), num_train,
@@ -258,18 +291,18 @@ def jit_epoch_functions(config: Config, num_train: int, eval_batch_size: int,
       precise_batch_stats, batch_size=config.batch_size, mesh=mesh,
       num_batches=precise_bn_batches(config, num_train),
       augment_images=config.precise_bn_augment)
-  train = over_seeds(train, (0, 0, None, 0, 0), n, how)
+  train_axes = (0, 0, None, 0, 0, 0)
+  train = over_runs(train, train_axes, n, how, runs_axis)
   return EpochFunctions(
-      order=jit(over_seeds(order, (0, None), n, how)),
-      train_steps=functools.cache(
-          lambda num_steps: jit(repeat_steps(train, num_steps), donate_argnums=(0, 1))),
-      evaluate=jit(over_seeds(test, (0, None, None), n, how)),
-      precise_batch_stats=(jit(over_seeds(precise, (0, None, 0, 0), n, how))
-                           if config.precise_bn else None))
+      order=mapped(order, (0, None)),
+      train_steps=functools.cache(lambda num_steps: jit(
+          repeat_steps(train, num_steps), train_axes, donate_argnums=(0, 1))),
+      evaluate=mapped(test, (0, None, None)),
+      precise_batch_stats=mapped(precise, (0, None, 0, 0)) if config.precise_bn else None)
 
 
-def per_seed(sums: steps.Metrics) -> tuple[np.ndarray, np.ndarray]:
-  """(mean loss, accuracy) per seed, as float64 arrays (one entry for a single run)."""
+def per_run(sums: steps.Metrics) -> tuple[np.ndarray, np.ndarray]:
+  """(mean loss, accuracy) per run, as float64 arrays (one entry for a single run)."""
   sums = jax.device_get(sums)
   count = np.maximum(np.atleast_1d(np.asarray(sums["count"], np.float64)), 1.0)
   return (np.atleast_1d(np.asarray(sums["loss_sum"], np.float64)) / count,

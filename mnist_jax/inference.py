@@ -3,7 +3,8 @@ model exported as serialized StableHLO that runs with jax alone.
 
 A run of N seeds is an ensemble: the probabilities are the mean over its seeds. A run
 made with --precise-bn answers with its precise BatchNorm statistics (docs/usage.md "Precise
-BatchNorm statistics"); any other with the running ones, as its test accuracy did.
+BatchNorm statistics"); any other with the running ones, as its test accuracy did. A sweep
+answers with one setting's seeds: the best by final test accuracy, or the one asked for.
 """
 
 import json
@@ -15,19 +16,22 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export
 
-from mnist_jax import augment, checkpointing, epoch
+from mnist_jax import augment, checkpointing, epoch, reporting
 from mnist_jax.config import Config
 
 
 class Model(NamedTuple):
   state: object  # TrainState; a leading seed axis when config.num_seeds > 1
-  config: Config
+  config: Config  # of the setting answering, for a sweep
   epoch: int
   batch_norm_statistics: str  # "precise", "running" or "none" (Net)
+  setting: str = ""  # for a sweep: which setting answers, and why that one
 
 
-def load_run(workdir: str) -> Model:
-  """The latest checkpoint of the run in `workdir`; CheckpointError when there is none."""
+def load_run(workdir: str, setting: int | None = None) -> Model:
+  """The latest checkpoint of the run in `workdir`; CheckpointError when there is none.
+  For a sweep, the seeds of its setting `setting` (default: the best by final test accuracy,
+  `reporting.ranked_settings`); ValueError for a setting it does not have."""
   config_path = os.path.join(workdir, "config.json")
   if not os.path.isfile(config_path):
     raise checkpointing.CheckpointError(
@@ -48,7 +52,24 @@ def load_run(workdir: str) -> Model:
       statistics = "precise"
   finally:
     checkpointer.close()
-  return Model(state, config, progress["history"][-1]["epoch"], statistics)
+  last = progress["history"][-1]
+  if not config.sweep:
+    if setting not in (None, 0):
+      raise ValueError(f"--setting {setting}: {workdir} is no sweep; leave --setting out")
+    return Model(state, config, last["epoch"], statistics)
+  num_settings = len(config.settings())
+  if setting is None:
+    setting, why = reporting.ranked_settings(last)[0], "the best by final test accuracy"
+  elif 0 <= setting < num_settings:
+    why = "as asked"
+  else:
+    raise ValueError(f"--setting {setting}: the sweep has {num_settings} settings; use 0 to "
+                     f"{num_settings - 1} (sweep.csv lists them)")
+  n = config.num_seeds
+  runs = slice(setting * n, (setting + 1) * n) if n > 1 else setting
+  return Model(jax.tree.map(lambda x: x[runs], state), config.setting(setting), last["epoch"],
+               statistics, f"setting {setting} of {num_settings} "
+               f"({reporting.setting_name(config.settings()[setting])}), {why}")
 
 
 def probabilities(state, images_NHWC, num_seeds: int = 1) -> jax.Array:
@@ -61,7 +82,7 @@ def probabilities(state, images_NHWC, num_seeds: int = 1) -> jax.Array:
     return one(state)
   # One trace for all seeds (vmap): at start-up, tracing each seed apart costs more than
   # the grouped convolutions XLA:CPU runs for a few pictures.
-  return jnp.mean(epoch.over_seeds(one, (0,), num_seeds, "vmap")(state), axis=0)
+  return jnp.mean(epoch.over_runs(one, (0,), num_seeds, "vmap")(state), axis=0)
 
 
 def predictor(model: Model):

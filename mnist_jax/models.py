@@ -58,13 +58,14 @@ class TinyNet(nn.Module):
   """22,334 parameters: three conv+BN blocks, global average pooling, one linear."""
 
   @nn.compact
-  def __call__(self, x_NHWC, train: bool = False, mask_N=None):
+  def __call__(self, x_NHWC, train: bool = False, mask_N=None, bn_momentum=0.1):
+    """`bn_momentum`: PyTorch's BatchNorm momentum (a float, or an array: a sweep's)."""
     for i, features in enumerate((20, 28, 64), start=1):
       x_NHWC = conv3x3(features, x_NHWC.shape[-1], "SAME", f"conv{i}")(x_NHWC)
-      # PyTorch's momentum 0.1 and eps 1e-5; padded examples (mask 0) stay out of the statistics.
+      # PyTorch's eps 1e-5; padded examples (mask 0) stay out of the statistics.
       # Layers 1-2 max-pool after the ReLU; BatchNorm pools first, exactly (batch_norm.py).
-      x_NHWC = BatchNorm(use_running_average=not train, pool=max_pool_2x2 if i < 3 else None,
-                         name=f"bn{i}")(x_NHWC, mask_N)
+      x_NHWC = BatchNorm(use_running_average=not train, momentum=bn_momentum,
+                         pool=max_pool_2x2 if i < 3 else None, name=f"bn{i}")(x_NHWC, mask_N)
       x_NHWC = nn.relu(x_NHWC)
     x_NC = x_NHWC.mean(axis=(1, 2))
     return dense(10, x_NC.shape[-1], "fc")(x_NC)
@@ -74,8 +75,8 @@ class Net(nn.Module):
   """593,200 parameters: four unpadded convs, two linears, no BatchNorm."""
 
   @nn.compact
-  def __call__(self, x_NHWC, train: bool = False, mask_N=None):
-    del train, mask_N  # no BatchNorm: training and evaluation are the same function
+  def __call__(self, x_NHWC, train: bool = False, mask_N=None, bn_momentum=None):
+    del train, mask_N, bn_momentum  # no BatchNorm: training and evaluation are one function
     conv = lambda f, x, name: conv3x3(f, x.shape[-1], "VALID", name)(x)
     x_NHWC = nn.relu(conv(32, x_NHWC, "conv1"))
     x_NHWC = nn.relu(max_pool_2x2(conv(64, x_NHWC, "conv2")))  # pools before its ReLU

@@ -1,8 +1,11 @@
-"""Data parallelism with JAX's own SPMD: a 1-D mesh over every device of every process.
+"""Data parallelism with JAX's own SPMD: a mesh over every device of every process.
 
 The global batch is split over the `data` axis; parameters, BatchNorm statistics and
 optimizer state are replicated. XLA inserts the all-reduces, so the gradients and the
-BatchNorm batch statistics are those of the global batch, as on one device.
+BatchNorm batch statistics are those of the global batch, as on one device. Many runs
+(seeds, a sweep) may also split their run axis over a `runs` axis: a 2-D mesh (runs x
+data), each group of devices training its share of the runs, each run's batch split
+over its group.
 """
 
 import re
@@ -14,13 +17,32 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+RUNS_AXIS = "runs"
 
 
-def make_mesh(devices=None) -> Mesh:
+def make_mesh(devices=None, run_groups: int = 1) -> Mesh:
+  """1-D over `data`; with `run_groups` > 1, 2-D: (runs, data) of run_groups x the rest."""
   devices = jax.devices() if devices is None else devices
   # Auto axes: XLA propagates the shardings we set on the batch (classic SPMD).
-  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  if run_groups == 1:
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh((run_groups, len(devices) // run_groups), (RUNS_AXIS, DATA_AXIS),
+                       devices=devices, axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def runs_axis(mesh: Mesh) -> str | None:
+  return RUNS_AXIS if RUNS_AXIS in mesh.axis_names else None
+
+
+def data_devices(mesh: Mesh) -> int:
+  """How many devices split one run's batch."""
+  return mesh.shape[DATA_AXIS]
+
+
+def per_run(mesh: Mesh) -> NamedSharding:
+  """Arrays with a leading run axis: split over the `runs` axis if the mesh has one."""
+  return NamedSharding(mesh, P(RUNS_AXIS)) if runs_axis(mesh) else replicated(mesh)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -31,13 +53,17 @@ def replicate(tree, mesh: Mesh):
   """Host values, identical in every process (same seed, same files), on every device of
   the mesh. `jax.device_put` cannot do this with more than one process: it only places
   data on devices this process can address."""
-  sharding = replicated(mesh)
+  return place(tree, replicated(mesh))
 
+
+def place(tree, sharding: NamedSharding):
+  """Host values, identical in every process, placed by `sharding` (each device its part)."""
   def put(x):
     x = jax.numpy.asarray(x)  # JAX's dtype for Python numbers (int32 without x64)
     if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
       return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
-    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+    # Every process holds the whole array: each takes the parts its devices hold.
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x), x.shape)
   return jax.tree.map(put, tree)
 
 
@@ -55,9 +81,20 @@ def shard_batch(batch, mesh: Mesh | None):
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> str | None:
   """A problem line when the devices cannot split the batch evenly, else None."""
-  if batch_size % mesh.size:
-    return (f"--batch-size {batch_size} does not split over {mesh.size} devices; use a "
-            f"multiple of {mesh.size}, e.g. {batch_size - batch_size % mesh.size or mesh.size}")
+  n = data_devices(mesh)
+  if batch_size % n:
+    return (f"--batch-size {batch_size} does not split over {n} devices; use a "
+            f"multiple of {n}, e.g. {batch_size - batch_size % n or n}")
+  return None
+
+
+def check_run_groups(run_groups: int, num_runs: int, num_devices: int) -> str | None:
+  """A problem line when the runs or the devices do not split into `run_groups`, else None."""
+  if run_groups == 1:
+    return None
+  if num_runs % run_groups or num_devices % run_groups:
+    return (f"--run-groups {run_groups}: must divide the {num_runs} runs (settings x seeds) and "
+            f"the {num_devices} devices; use a common divisor, or 1")
   return None
 
 

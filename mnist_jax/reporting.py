@@ -45,6 +45,38 @@ def seed_statistics(metrics: dict[str, np.ndarray], seeds: list[int]) -> dict:
   return record
 
 
+def setting_name(setting: dict) -> str:
+  """`learning_rate=0.01 bn_momentum=0.3`: a sweep's setting as people read it."""
+  return " ".join(f"{k}={v:g}" for k, v in setting.items())
+
+
+def run_names(config) -> list[str]:
+  """Each run of the run axis by its seed and, in a sweep, its setting."""
+  return [f"{setting_name(setting) + ', ' if setting else ''}seed {config.seed + k}"
+          for setting in config.settings() for k in range(config.num_seeds)]
+
+
+def sweep_entries(config, per_setting: list[dict]) -> dict:
+  """A sweep record's part for its settings: each setting's values and its seeds' statistics
+  (`seed_statistics`: mean ± std, min, max, per seed) under `settings`."""
+  return {"seeds": [config.seed + k for k in range(config.num_seeds)],
+          "settings": [{"setting": setting, **entry}
+                       for setting, entry in zip(config.settings(), per_setting)]}
+
+
+def accuracy_key(record: dict) -> str:
+  """The test accuracy a finished run answers with: precise BatchNorm statistics' if it
+  has them (`inference.load_run` uses them), else the running statistics'."""
+  entry = record["settings"][0] if "settings" in record else record
+  return "test_accuracy_precise_bn" if "test_accuracy_precise_bn" in entry else "test_accuracy"
+
+
+def ranked_settings(record: dict) -> list[int]:
+  """A sweep record's settings, best mean test accuracy (`accuracy_key`) first."""
+  key = accuracy_key(record)
+  return sorted(range(len(record["settings"])), key=lambda i: -record["settings"][i][key])
+
+
 def _accuracy(record: dict, key: str) -> str:
   text = f"{100 * record[key]:6.2f}%"
   if f"{key}_std" in record:
@@ -54,7 +86,13 @@ def _accuracy(record: dict, key: str) -> str:
 
 
 def format_epoch(record: dict) -> str:
-  """The console line; with many seeds, accuracies as mean ± std (min-max)."""
+  """The console line; with many seeds, accuracies as mean ± std (min-max); in a sweep, the
+  best setting's so far."""
+  if "settings" in record:
+    best = record["settings"][ranked_settings(record)[0]]
+    return format_epoch({**{k: v for k, v in record.items() if k != "settings"}, **best}).replace(
+        "  train loss", f"  best of {len(record['settings'])}: {setting_name(best['setting'])}"
+        "  train loss", 1)
   line = (f"epoch {record['epoch']:3d}  "
           f"train loss {record['train_loss']:.4f} acc {_accuracy(record, 'train_accuracy')}  "
           f"test loss {record['test_loss']:.4f} acc {_accuracy(record, 'test_accuracy')}  ")
@@ -83,36 +121,56 @@ def progress_bar(total_steps: int, epoch: int, disable: bool = False) -> tqdm.tq
 def plot_curves(path: str, history: list[dict]) -> None:
   """The original's four panels: train/test loss and accuracy per epoch. With many
   seeds: the mean, a min-max band and a thin line per seed; with precise BatchNorm
-  statistics, their test curves beside the running statistics'."""
+  statistics, their test curves beside the running statistics'. A sweep: each setting's
+  mean and band, in a colour of its own (precise statistics dashed)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   epochs = [r["epoch"] for r in history]
+  if "settings" in history[0]:
+    series = [(setting_name(entry["setting"]), [r["settings"][i] for r in history])
+              for i, entry in enumerate(history[0]["settings"])]
+  else:
+    series = [(None, history)]
+  many_seeds = "per_seed" in series[0][1][0]
   panels = [("train_loss", "Training loss"), ("train_accuracy", "Training accuracy (%)"),
             ("test_loss", "Test loss"), ("test_accuracy", "Test accuracy (%)")]
   fig, axes = plt.subplots(2, 2, figsize=(12, 8))
   for ax, (key, title) in zip(axes.flat, panels):
     scale = 100 if key.endswith("accuracy") else 1
-    curves = [(key, "running BatchNorm statistics" if key.startswith("test") else None)]
-    if f"{key}_precise_bn" in history[0]:
-      curves.append((f"{key}_precise_bn", "precise BatchNorm statistics"))
-    for (name, label), color in zip(curves, ("C0", "C1")):
-      ax.plot(epochs, [scale * r[name] for r in history], marker="o", color=color,
-              label=f"{label}, mean" if label and "per_seed" in history[0] else label)
-      if "per_seed" in history[0]:
-        ax.fill_between(epochs, [scale * r[f"{name}_min"] for r in history],
-                        [scale * r[f"{name}_max"] for r in history], color=color, alpha=0.2)
-        for values in zip(*(r["per_seed"][name] for r in history)):
-          ax.plot(epochs, [scale * v for v in values], color=color, linewidth=0.5, alpha=0.6)
-    if len(curves) > 1:
-      ax.legend()
+    for s, (setting, entries) in enumerate(series):
+      curves = [(key, "running BatchNorm statistics" if key.startswith("test") else None)]
+      if f"{key}_precise_bn" in entries[0]:
+        curves.append((f"{key}_precise_bn", "precise BatchNorm statistics"))
+      for c, (name, statistics) in enumerate(curves):
+        color, linestyle = (f"C{s}", ("-", "--")[c]) if setting else (f"C{c}", "-")
+        label = setting if setting and c == 0 else statistics if not setting else None
+        if statistics and not setting and many_seeds:
+          label += ", mean"
+        ax.plot(epochs, [scale * e[name] for e in entries], marker="o", color=color,
+                linestyle=linestyle, label=label)
+        if many_seeds:
+          ax.fill_between(epochs, [scale * e[f"{name}_min"] for e in entries],
+                          [scale * e[f"{name}_max"] for e in entries], color=color, alpha=0.2)
+        if not setting and "per_seed" in entries[0]:
+          for values in zip(*(e["per_seed"][name] for e in entries)):
+            ax.plot(epochs, [scale * v for v in values], color=color, linewidth=0.5, alpha=0.6)
+    if len(series) > 1 or len(curves) > 1:
+      ax.legend(fontsize="small")
     ax.set_title(title + (f", {len(history[0]['seeds'])} seeds (band: min-max)"
-                          if "seeds" in history[0] else ""))
+                          if many_seeds else "")
+                 + (", dashed: precise BN statistics" if len(series) > 1 and len(curves) > 1
+                    else ""))
     ax.set_xlabel("epoch")
     ax.set_xticks(epochs if len(epochs) <= 20 else epochs[::max(1, len(epochs) // 10)])
     ax.grid(True, alpha=0.3)
   fig.tight_layout()
+  _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   tmp = f"{path}.tmp{os.getpid()}.png"
   fig.savefig(tmp, dpi=100)
   plt.close(fig)
@@ -133,3 +191,86 @@ def model_summary(model: nn.Module) -> str:
           f"Trainable parameters: {count_params(variables['params']):,}\n"
           f"BatchNorm running statistics (not trained): "
           f"{count_params(variables.get('batch_stats', {})):,}\n")
+
+
+def _metric_names(entry: dict) -> list[str]:
+  return [k for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                      "test_loss_precise_bn", "test_accuracy_precise_bn") if k in entry]
+
+
+def write_sweep_csv(path: str, config, history: list[dict]) -> None:
+  """`sweep.csv`: one row per setting and epoch: the swept values, the rate in that epoch,
+  each metric's mean (and with many seeds its std, min and max) over the setting's seeds."""
+  names = [name for name, _ in config.sweep]
+  metrics = _metric_names(history[0]["settings"][0])
+  stats = ("", "_std", "_min", "_max") if config.num_seeds > 1 else ("",)
+  header = ["epoch", "setting", *names, "learning_rate_now",
+            *(m + stat for m in metrics for stat in stats)]
+  rows = [[record["epoch"], i, *(entry["setting"][n] for n in names), entry["learning_rate"],
+           *(entry[m + stat] for m in metrics for stat in stats)]
+          for record in history for i, entry in enumerate(record["settings"])]
+  write_text(path, "".join(",".join(map(str, row)) + "\n" for row in [header, *rows]))
+
+
+def sweep_table(config, history: list[dict]) -> str:
+  """The final epoch's settings as a Markdown table, best first (`ranked_settings`)."""
+  record = history[-1]
+  names = [name for name, _ in config.sweep]
+  metrics = [m for m in _metric_names(record["settings"][0]) if m.startswith("test_accuracy")]
+  titles = {"test_accuracy": "test accuracy (running BN statistics)",
+            "test_accuracy_precise_bn": "test accuracy (precise BN statistics)"}
+  spread = " ± std (min-max)" if config.num_seeds > 1 else ""
+  lines = [f"Sweep after epoch {record['epoch']}: {len(record['settings'])} settings x "
+           f"{config.num_seeds} seed(s) ({', '.join(map(str, record['seeds']))}), best first",
+           "",
+           "| setting | " + " | ".join(names) + " | train loss | "
+           + " | ".join(titles[m] + spread for m in metrics) + " |",
+           "| ---: | " + " | ".join("---:" for _ in [*names, "loss", *metrics]) + " |"]
+  for i in ranked_settings(record):
+    entry = record["settings"][i]
+    lines.append(f"| {i} | " + " | ".join(f"{entry['setting'][n]:g}" for n in names)
+                 + f" | {entry['train_loss']:.4f} | "
+                 + " | ".join(_accuracy(entry, m).strip() for m in metrics) + " |")
+  return "\n".join(lines)
+
+
+def plot_sweep(path: str, config, history: list[dict]) -> None:
+  """Final test accuracy against each swept value: a point per setting at its seeds' mean,
+  a bar over their min-max; settings that share the other swept values joined by a line;
+  with precise BatchNorm statistics, those beside the running statistics'."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  entries = history[-1]["settings"]
+  metrics = [m for m in _metric_names(entries[0]) if m.startswith("test_accuracy")]
+  names = [name for name, _ in config.sweep]
+  fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+  for ax, name in zip(axes.flat, names):
+    others = [n for n in names if n != name]
+    groups: dict[tuple, list[dict]] = {}
+    for entry in entries:
+      groups.setdefault(tuple(entry["setting"][n] for n in others), []).append(entry)
+    for g, (key, group) in enumerate(groups.items()):
+      for m, linestyle, marker in zip(metrics, ("-", "--"), ("o", "s")):
+        x = [e["setting"][name] for e in group]
+        y = [100 * e[m] for e in group]
+        statistics = ("precise BN statistics" if m.endswith("precise_bn") else
+                      "running BN statistics" if len(metrics) > 1 else "")
+        label = ", ".join(filter(None, [setting_name(dict(zip(others, key))), statistics]))
+        ax.plot(x, y, linestyle=linestyle, marker=marker, color=f"C{g}", label=label or None)
+        if config.num_seeds > 1:
+          ax.vlines(x, [100 * e[m + "_min"] for e in group], [100 * e[m + "_max"] for e in group],
+                    color=f"C{g}", alpha=0.5)
+    values = [v for v in dict(config.sweep)[name]]
+    if min(values) > 0 and max(values) / min(values) >= 10:
+      ax.set_xscale("log")
+    ax.set_xlabel(name)
+    ax.set_ylabel(f"test accuracy after epoch {history[-1]['epoch']} (%)")
+    ax.set_title(f"{config.num_seeds} seed(s) per point" + (" (bar: min-max)"
+                                                            if config.num_seeds > 1 else ""))
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize="small")
+  fig.tight_layout()
+  _save(fig, path)

@@ -63,7 +63,8 @@ def describe(model: inference.Model, workdir: str) -> str:
   seeds = (f"an ensemble of {model.config.num_seeds} seeds" if model.config.num_seeds > 1
            else f"seed {model.config.seed}")
   return (f"{workdir}: {'TinyNet' if model.config.model == 'tiny' else 'Net'} after epoch "
-          f"{model.epoch}, {seeds}, {model.batch_norm_statistics} BatchNorm statistics")
+          f"{model.epoch}, {model.setting + ', ' if model.setting else ''}{seeds}, "
+          f"{model.batch_norm_statistics} BatchNorm statistics")
 
 
 def read_picture(data: bytes, predict: Callable[[np.ndarray], np.ndarray]) -> dict:

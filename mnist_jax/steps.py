@@ -32,13 +32,19 @@ def metric_sums(logits_NC, labels_N, mask_N) -> Metrics:
   }
 
 
-def train_step(state, batch, rng: jax.Array, augment_images: bool = True):
+def train_step(state, batch, rng: jax.Array, augment_images: bool = True,
+               hyperparams: dict | None = None):
   """One Adam step on the mean cross-entropy of the real examples in `batch`.
 
   `rng` drives the original's random train transform (crop+resize, rotation);
-  with `augment_images=False` images are only normalised.
+  with `augment_images=False` images are only normalised. `hyperparams`: values of
+  `config.SWEEPABLE` fields for this step (scalars; under `jax.vmap`, one per run) in
+  place of the optimizer's own (`optim.create_optimizer`: its config's) and the model's
+  BatchNorm momentum (PyTorch's 0.1); a sweep is these as arrays.
   Returns `(new_state, metrics)`; the input state is left as it was.
   """
+  hyperparams = hyperparams or {}
+  model_args = {"bn_momentum": hyperparams["bn_momentum"]} if "bn_momentum" in hyperparams else {}
   mask_N = _mask(batch)
   if augment_images:
     images_NHWC = augment.train_transform(rng, batch["image"])
@@ -48,14 +54,19 @@ def train_step(state, batch, rng: jax.Array, augment_images: bool = True):
   def loss_fn(params):
     logits_NC, updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats},
-        images_NHWC, train=True, mask_N=mask_N, mutable=["batch_stats"])
+        images_NHWC, train=True, mask_N=mask_N, mutable=["batch_stats"], **model_args)
     sums = metric_sums(logits_NC, batch["label"], mask_N)
     # The mean over real examples: PyTorch's loss on a short last batch.
     return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), (sums, updates)
 
   grads, (metrics, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(
-      grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats))
+  # What `state.apply_gradients` does, with the step's hyperparameters for the optimizer
+  # (optax extra arguments: a transformation ignores those it does not take).
+  param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
+                                             **hyperparams)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
+                        opt_state=opt_state,
+                        batch_stats=updates.get("batch_stats", state.batch_stats))
   return state, metrics
 
 

@@ -23,7 +23,8 @@ from mnist_jax.train_state import TrainState
 # Fields that may change when a run is resumed; any other change would make the
 # resumed run differ from an uninterrupted one.
 RESUMABLE_CHANGES = {"num_epochs", "data_dir", "mnist_url", "progress_every_steps",
-                     "keep_checkpoints", "eval_batch_size", "seed_map", "steps_per_chunk", "precise_bn",
+                     "keep_checkpoints", "eval_batch_size", "seed_map", "run_groups",
+                     "steps_per_chunk", "precise_bn",
                      "precise_bn_batches", "precise_bn_augment"}
 
 
@@ -41,12 +42,21 @@ class ProcessLost(Exception):
 
 
 def _check_resumable(saved: dict, config: Config) -> None:
+  saved = Config(**saved).to_dict()  # fields added since then: their defaults; lists: tuples
   changed = sorted(k for k, v in config.to_dict().items()
-                   if k not in RESUMABLE_CHANGES and saved.get(k, v) != v)
+                   if k not in RESUMABLE_CHANGES and saved[k] != v)
   if changed:
-    details = ", ".join(f"{k}={saved[k]!r} (now {getattr(config, k)!r})" for k in changed)
+    details = ", ".join(f"{k}={_shown(k, saved[k])} (now {_shown(k, getattr(config, k))})"
+                        for k in changed)
     raise RunError(f"cannot resume: the checkpoint was made with {details}; "
                    "resume with the same settings or start a new --workdir")
+
+
+def _shown(field: str, value) -> str:
+  if field == "sweep":  # as the flags that give it
+    return repr(" ".join(f"--sweep {name}={','.join(f'{v:g}' for v in values)}"
+                         for name, values in value) or "none")
+  return repr(value)
 
 
 RUN_FILES = ("checkpoints", "metrics.jsonl", "config.json")
@@ -69,7 +79,9 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
   if not resume and holds_run:
     raise RunError(f"{workdir}: already holds a run; pass --resume to continue it "
                    "or choose another --workdir")
-  mesh = parallel.make_mesh()
+  if problem := parallel.check_run_groups(config.run_groups, config.num_runs, jax.device_count()):
+    raise RunError(problem)
+  mesh = parallel.make_mesh(run_groups=config.run_groups)
   if problem := parallel.check_batch_size(config.batch_size, mesh):
     raise RunError(problem)
   if resume and not os.path.isdir(os.path.join(workdir, "checkpoints")):
@@ -116,8 +128,9 @@ def _train(config, workdir, checkpointer, resume, show_progress,
            train_split, test_split, mesh) -> TrainState:
   num_train = len(train_split.labels)
   steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
-  keys = parallel.replicate(epoch_lib.run_keys(config), mesh)
-  replicated = parallel.replicated(mesh)
+  runs = parallel.per_run(mesh)  # replicated, unless a runs axis splits the runs
+  keys = parallel.place(epoch_lib.run_keys(config), runs)
+  hyperparams = parallel.place(epoch_lib.run_hyperparams(config), runs)
   history: list[dict] = []
   if resume:
     progress = checkpointer.restore_progress()
@@ -125,10 +138,10 @@ def _train(config, workdir, checkpointer, resume, show_progress,
     # Orbax restores into the template's sharding, so a checkpoint written on any number
     # of devices resumes on this mesh.
     state, progress = checkpointer.restore(
-        epoch_lib.abstract_state(config, replicated, steps_per_epoch))
+        epoch_lib.abstract_state(config, runs, steps_per_epoch))
     history = progress["history"]
   else:
-    state = epoch_lib.init_state(config, keys.init, steps_per_epoch, replicated)
+    state = epoch_lib.init_state(config, keys.init, steps_per_epoch, runs)
   writes_files = jax.process_index() == 0  # one writer in a multi-host run
   if writes_files:
     # Only now, with the data loaded and any checkpoint restored, has the run started.
@@ -143,8 +156,7 @@ def _train(config, workdir, checkpointer, resume, show_progress,
   eval_batch_size = epoch_lib.round_up_to_devices(config.eval_batch_size, mesh)
   test_order = parallel.replicate(
       input_pipeline.sequential_order(len(test_data.labels), eval_batch_size), mesh)
-  schedule = optim.step_lr_schedule(config.learning_rate, steps_per_epoch,
-                                    config.step_size, config.gamma, config.num_epochs)
+  settings = [config.setting(i) for i in range(len(config.settings()))]
   fns = epoch_lib.jit_epoch_functions(config, num_train, eval_batch_size, mesh)
   steps_per_chunk = min(
       config.steps_per_chunk or epoch_lib.default_steps_per_chunk(steps_per_epoch),
@@ -162,26 +174,26 @@ def _train(config, workdir, checkpointer, resume, show_progress,
   for epoch in range(first_epoch, config.num_epochs + 1):
     start = time.perf_counter()
     order = fns.order(keys.data, parallel.replicate(np.int32(epoch), mesh))
-    sums = parallel.replicate(epoch_lib.zero_sums(config.num_seeds), mesh)
+    sums = parallel.place(epoch_lib.zero_sums(config.num_runs), runs)
     bar = reporting.progress_bar(steps_per_epoch, epoch,
                                  disable=not (show_progress and writes_files))
     # Any implicit host<->device copy inside the loop would be a hidden sync: fail loudly.
     with jax.transfer_guard("disallow"):
       state, sums = epoch_lib.train_epoch(
-          fns.train_steps, state, sums, train_data, order, keys.augment,
+          fns.train_steps, state, sums, train_data, order, keys.augment, hyperparams,
           steps_per_epoch=steps_per_epoch, steps_per_chunk=steps_per_chunk,
           report_every_steps=config.progress_every_steps,
           report=report)
     bar.close()
-    train_loss, train_accuracy = epoch_lib.per_seed(sums)
+    train_loss, train_accuracy = epoch_lib.per_run(sums)
     train_seconds = time.perf_counter() - start
-    test_loss, test_accuracy = epoch_lib.per_seed(fns.evaluate(state, test_data, test_order))
+    test_loss, test_accuracy = epoch_lib.per_run(fns.evaluate(state, test_data, test_order))
     if not np.all(np.isfinite(train_loss)):
-      seeds = [s for s, loss in zip(epoch_lib.seed_values(config), train_loss)
-               if not math.isfinite(loss)]
+      runs = [run for run, loss in zip(reporting.run_names(config), train_loss)
+              if not math.isfinite(loss)]
       raise TrainingDiverged(
-          f"the training loss became {train_loss.tolist()} in epoch {epoch} (seed "
-          f"{', '.join(map(str, seeds))}); the last good checkpoint (epoch {epoch - 1}) is "
+          f"the training loss became {train_loss.tolist()} in epoch {epoch} "
+          f"({', '.join(runs)}); the last good checkpoint (epoch {epoch - 1}) is "
           f"kept in {checkpointer.directory}; lower --lr and start a new run")
     metrics = {"train_loss": train_loss, "train_accuracy": train_accuracy,
                "test_loss": test_loss, "test_accuracy": test_accuracy}
@@ -189,16 +201,22 @@ def _train(config, workdir, checkpointer, resume, show_progress,
     if fns.precise_batch_stats is not None:
       precise_start = time.perf_counter()
       precise_stats = fns.precise_batch_stats(state, train_data, order, keys.augment)
-      metrics["test_loss_precise_bn"], metrics["test_accuracy_precise_bn"] = epoch_lib.per_seed(
+      metrics["test_loss_precise_bn"], metrics["test_accuracy_precise_bn"] = epoch_lib.per_run(
           fns.evaluate(state.replace(batch_stats=precise_stats), test_data, test_order))
       precise_seconds = time.perf_counter() - precise_start
+    per_setting = [{
+        **reporting.seed_statistics(
+            {k: v[i * config.num_seeds:(i + 1) * config.num_seeds] for k, v in metrics.items()},
+            epoch_lib.seed_values(config)),
+        "learning_rate": float(optim.step_lr((epoch - 1) * steps_per_epoch, steps_per_epoch,
+                                             s.learning_rate, s.step_size, s.gamma)),
+    } for i, s in enumerate(settings)]
     record = {
         "epoch": epoch,
-        **reporting.seed_statistics(metrics, epoch_lib.seed_values(config)),
-        "learning_rate": float(schedule((epoch - 1) * steps_per_epoch)),
+        **(reporting.sweep_entries(config, per_setting) if config.sweep else per_setting[0]),
         "epoch_seconds": train_seconds,
         "eval_seconds": time.perf_counter() - start - train_seconds,
-        "images_per_second": config.num_seeds * num_train / train_seconds,
+        "images_per_second": config.num_runs * num_train / train_seconds,
     }
     if precise_stats is not None:
       record["precise_bn_seconds"] = precise_seconds
@@ -211,8 +229,13 @@ def _train(config, workdir, checkpointer, resume, show_progress,
                       precise_batch_stats=precise_stats)
     if writes_files:
       reporting.write_metrics(os.path.join(workdir, "metrics.jsonl"), history)
+      if config.sweep:
+        reporting.write_sweep_csv(os.path.join(workdir, "sweep.csv"), config, history)
       print(reporting.format_epoch(record), flush=True)
 
   if writes_files:
     reporting.plot_curves(os.path.join(workdir, "training_curves.png"), history)
+    if config.sweep:
+      reporting.plot_sweep(os.path.join(workdir, "sweep.png"), config, history)
+      print(reporting.sweep_table(config, history), flush=True)
   return state

@@ -23,6 +23,9 @@ def mnist_jax_accuracies(workdirs: list[str], key: str) -> dict[int, list[float]
   for workdir in workdirs:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       for record in map(json.loads, f):
+        if "settings" in record:
+          raise SystemExit(f"accuracy_table.py: error: {workdir} is a sweep; its table is "
+                           "the end of train.py's output, its numbers are in sweep.csv")
         if key in record:
           values = record["per_seed"][key] if "per_seed" in record else [record[key]]
           per_epoch.setdefault(record["epoch"], []).extend(100 * v for v in values)

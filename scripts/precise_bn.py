@@ -53,10 +53,10 @@ def main():
     for saved in checkpointer.epochs():
       state, _ = checkpointer.restore(template, saved)
       order = variants["clean"].order(keys.data, np.int32(saved))
-      cells = [epoch.per_seed(variants["clean"].evaluate(state, test, test_order))[1]]
+      cells = [epoch.per_run(variants["clean"].evaluate(state, test, test_order))[1]]
       for fns in variants.values():
         stats = fns.precise_batch_stats(state, train, order, keys.augment)
-        cells.append(epoch.per_seed(fns.evaluate(state.replace(batch_stats=stats), test,
+        cells.append(epoch.per_run(fns.evaluate(state.replace(batch_stats=stats), test,
                                                  test_order))[1])
       print(f"| {saved} | " + " | ".join(
           f"{100 * c.mean():.2f} ({100 * c.min():.2f}-{100 * c.max():.2f})" for c in cells)

@@ -14,76 +14,124 @@ from tolerance import assert_as_accurate, assert_trees_as_accurate, to_float64
 from mnist_jax import Config, TinyNet, augment, create_train_state, data, epoch, input_pipeline
 
 # In a process with 4 CPU devices: 4 steps of 3 seeds (seed 5, 6, 7) trained together,
-# each seed map on one device and the default map on 4 devices, against each seed
-# trained alone on one device, in float32 and in float64 (the yardstick of rounding).
-# Seed k must be the run `--seed 5+k` gives alone: the same initialisation, data order
-# and augmentation draws, so that only float rounding (other kernels for a vmapped
-# convolution, another summation order) tells them apart. SGD, because Adam's first
+# each seed map on one device and the default map on 4 devices; and a sweep, a 2x2 grid
+# (learning rate x BatchNorm momentum) with 2 seeds (8 runs), vmapped on one device and on a
+# 2x2 mesh of 4 (2 groups of runs, each run's batch split over 2 devices); against each run
+# trained alone on one device, in float32 and in float64
+# (the yardstick of rounding). Run k must be the run its seed (and setting) gives alone: the
+# same initialisation, data order, augmentation draws and hyperparameters, so that only
+# float rounding (other kernels for a vmapped convolution, another summation order) tells
+# them apart. SGD, because Adam's first
 # steps are lr * sign(g): a pre-BatchNorm bias's gradient, zero but for rounding, would
 # turn summation-order noise into full-size updates (tests/parallel_test.py).
-SEEDS_SCRIPT = """
-import json, sys
+RUN_AXIS_SCRIPT = """
+import functools, json, sys
 import jax
 jax.config.update("jax_enable_x64", True)  # for the float64 yardstick; the rest stays float32
-import jax.numpy as jnp, numpy as np, optax
-from mnist_jax import Config, data, epoch, input_pipeline, parallel
+import jax.numpy as jnp, numpy as np
+from mnist_jax import Config, data, epoch, input_pipeline, optim, parallel
 from mnist_jax.config import SEED_MAPS
 
 mnist = data.load_mnist(sys.argv[1])
 split = data.Split(mnist["train"].images[:1024], mnist["train"].labels[:1024])
 test = data.Split(mnist["test"].images[:1000], mnist["test"].labels[:1000])
-base = Config(batch_size=256, seed=5, num_seeds=3)
-sgd = optax.sgd(0.05)
+seeds = Config(batch_size=256, seed=5, num_seeds=3, learning_rate=0.05)
+grid = seeds.replace(num_seeds=2, sweep=(("learning_rate", (0.05, 0.1)),
+                                         ("bn_momentum", (0.1, 0.5))))
+
+# SGD under StepLR; the runs' learning rates come as hyperparameters. One object: the
+# optimizer is part of the state's structure, which a jitted function is compiled for.
+SGD = optim.scale_by_step_lr(4, 0.05, 15, 0.1)
+
+@functools.cache  # jitted once for all runs alone: seeds and hyperparameters are arguments
+def functions(program, devices):
+  mesh = parallel.make_mesh(jax.devices()[:devices], program.run_groups)
+  return mesh, epoch.jit_epoch_functions(program, 1024, 1000, mesh)
 
 def train(config, devices, dtype=jnp.float32):
-  mesh = parallel.make_mesh(jax.devices()[:devices])
+  program = config.replace(seed=0, learning_rate=0.05, bn_momentum=0.1) if config.num_runs == 1 else config
+  mesh, fns = functions(program, devices)
   keys = epoch.run_keys(config)
-  state = epoch.init_state(config, keys.init, 4)
-  cast = lambda tree: jax.tree.map(lambda v: jnp.asarray(v, dtype), tree)
-  state = state.replace(params=cast(state.params), batch_stats=cast(state.batch_stats), tx=sgd,
-                        opt_state=sgd.init(state.params))
-  fns = epoch.jit_epoch_functions(config, 1024, 1000, mesh)
+  state = epoch.init_state(program, keys.init, 4)
+  cast = lambda tree: jax.tree.map(
+      lambda v: jnp.asarray(v, dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
+  init = jax.vmap(SGD.init) if config.num_runs > 1 else SGD.init  # a step count per run
+  state = state.replace(params=cast(state.params), batch_stats=cast(state.batch_stats), tx=SGD,
+                        opt_state=init(state.params))
   split_d = input_pipeline.to_device(split, mesh)
-  state, keys = parallel.replicate((state, keys), mesh)
+  state, keys, hyperparams, sums = parallel.place(
+      (state, keys, cast(epoch.run_hyperparams(config)), epoch.zero_sums(config.num_runs)),
+      parallel.per_run(mesh))
   order = fns.order(keys.data, parallel.replicate(np.int32(1), mesh))
-  sums = parallel.replicate(epoch.zero_sums(config.num_seeds), mesh)
   for _ in range(4):
-    state, sums = fns.train_steps(1)(state, sums, split_d, order, keys.augment)
+    state, sums = fns.train_steps(1)(state, sums, split_d, order, keys.augment, hyperparams)
   test_sums = fns.evaluate(state, input_pipeline.to_device(test, mesh),
                            parallel.replicate(input_pipeline.sequential_order(1000, 1000), mesh))
   return jax.device_get((state.params, state.batch_stats, sums["loss_sum"],
                          test_sums["loss_sum"]))
 
-alone = {seed: [train(base.replace(seed=seed, num_seeds=1), 1, dtype)
-                for dtype in (jnp.float32, jnp.float64)] for seed in (5, 6, 7)}
-together = {(how, 1): train(base.replace(seed_map=how), 1) for how in SEED_MAPS}
-together[epoch.default_seed_map(), 4] = train(base, 4)
-np.save(sys.argv[2], {"alone": alone, "together": together}, allow_pickle=True)
+def alone(config):  # each run of the run axis trained alone, in float32 and float64
+  return [[train(config.setting(s).replace(seed=seed, num_seeds=1), 1, dtype)
+           for dtype in (jnp.float32, jnp.float64)]
+          for s in range(len(config.settings())) for seed in epoch.seed_values(config)]
+
+results = {
+    "seeds": {"alone": alone(seeds),
+              "together": {**{(how, 1): train(seeds.replace(seed_map=how), 1) for how in SEED_MAPS},
+                           (epoch.default_seed_map(), 4): train(seeds, 4)}},
+    "sweep": {"alone": alone(grid),
+              "together": {("vmap", 1): train(grid.replace(seed_map="vmap"), 1),
+                           ("vmap", "2x2"): train(grid.replace(run_groups=2), 4)}},
+}
+np.save(sys.argv[2], results, allow_pickle=True)
 """
 
 
-def test_seed_k_of_many_is_the_run_its_seed_gives_alone(mnist_dir, tmp_path):
-  out = tmp_path / "seeds.npy"
+@pytest.fixture(scope="module")
+def run_axis(mnist_dir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("run-axis") / "runs.npy"
   env = dict(os.environ, PYTHONPATH=str(ROOT),
              XLA_FLAGS="--xla_force_host_platform_device_count=4")
-  result = subprocess.run([sys.executable, "-c", SEEDS_SCRIPT, mnist_dir, str(out)], env=env,
-                          capture_output=True, text=True, timeout=900)
+  result = subprocess.run([sys.executable, "-c", RUN_AXIS_SCRIPT, mnist_dir, str(out)],
+                          env=env, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
-  results = np.load(out, allow_pickle=True).item()
-  alone, together = results["alone"], results["together"]
-  assert set(together) == {("vmap", 1), ("unroll", 1), ("unroll", 4)}
-  moved = np.abs(alone[5][0][0]["fc"]["kernel"] - alone[6][0][0]["fc"]["kernel"]).max()
-  assert moved > 1e-3  # the seeds differ
+  return np.load(out, allow_pickle=True).item()
+
+
+def _assert_each_run_is_the_run_alone(alone, together, what_runs):
   for (how, devices), (params, batch_stats, loss_sums, test_sums) in together.items():
-    for k, seed in enumerate((5, 6, 7)):
-      ((ref_params, ref_stats, ref_loss, ref_test),
-       (exact_params, exact_stats, exact_loss, exact_test)) = alone[seed]
-      seed_k = lambda tree, k=k: jax.tree.map(lambda x: x[k], tree)
-      what = f"{how} on {devices} device(s), seed {seed}: "
-      assert_trees_as_accurate(seed_k(params), ref_params, exact_params, what + "params")
-      assert_trees_as_accurate(seed_k(batch_stats), ref_stats, exact_stats, what + "batch_stats")
+    for k, (run, ((ref_params, ref_stats, ref_loss, ref_test),
+                  (exact_params, exact_stats, exact_loss, exact_test))) in enumerate(
+                      zip(what_runs, alone)):
+      run_k = lambda tree, k=k: jax.tree.map(lambda x: x[k], tree)
+      what = f"{how} on {devices} device(s), {run}: "
+      assert_trees_as_accurate(run_k(params), ref_params, exact_params, what + "params")
+      assert_trees_as_accurate(run_k(batch_stats), ref_stats, exact_stats, what + "batch_stats")
       assert_as_accurate(loss_sums[k], ref_loss, exact_loss, what + "train loss sum")
       assert_as_accurate(test_sums[k], ref_test, exact_test, what + "test loss sum")
+
+
+def test_seed_k_of_many_is_the_run_its_seed_gives_alone(run_axis):
+  alone, together = run_axis["seeds"]["alone"], run_axis["seeds"]["together"]
+  assert set(together) == {("vmap", 1), ("unroll", 1), ("unroll", 4)}
+  moved = np.abs(alone[0][0][0]["fc"]["kernel"] - alone[1][0][0]["fc"]["kernel"]).max()
+  assert moved > 1e-3  # the seeds differ
+  _assert_each_run_is_the_run_alone(alone, together, ["seed 5", "seed 6", "seed 7"])
+
+
+def test_each_run_of_a_sweep_is_that_setting_and_seed_alone(run_axis):
+  """2x2 grid x 2 seeds: run s*2+k is setting s (learning rate outer, momentum inner) with
+  seed 5+k, vmapped on one device, and on a 2x2 mesh of 4 devices (runs x data)."""
+  alone, together = run_axis["sweep"]["alone"], run_axis["sweep"]["together"]
+  assert set(together) == {("vmap", 1), ("vmap", "2x2")}
+  runs = [f"lr {lr} momentum {m} seed {seed}"
+          for lr in (0.05, 0.1) for m in (0.1, 0.5) for seed in (5, 6)]
+  _assert_each_run_is_the_run_alone(alone, together, runs)
+  fc = lambda run: alone[run][0][0]["fc"]["kernel"]
+  stats = lambda run: alone[run][0][1]["bn3"]["mean"]
+  # The settings differ: the rate moves the weights, the momentum only the running statistics.
+  assert np.abs(fc(0) - fc(4)).max() > 1e-3
+  assert np.abs(fc(0) - fc(2)).max() == 0 and np.abs(stats(0) - stats(2)).max() > 1e-3
 
 
 def test_the_compiled_initialisation_is_flax_init_op_by_op():

@@ -22,7 +22,7 @@ def closed_form(lr, steps_per_epoch, step_size, gamma, step):
 @pytest.mark.parametrize("step_size, gamma", [(15, 0.1), (4, 0.5)])
 def test_schedule_equals_closed_form_for_40_epochs(batch_size, step_size, gamma):
   steps_per_epoch = math.ceil(60_000 / batch_size)
-  schedule = optim.step_lr_schedule(1e-3, steps_per_epoch, step_size, gamma, num_epochs=40)
+  schedule = optim.step_lr_schedule(1e-3, steps_per_epoch, step_size, gamma)
   steps = np.arange(40 * steps_per_epoch)
   got = np.asarray(schedule(jnp.asarray(steps)))
   want = np.array([closed_form(1e-3, steps_per_epoch, step_size, gamma, s) for s in steps])
@@ -33,7 +33,7 @@ def test_schedule_equals_closed_form_for_40_epochs(batch_size, step_size, gamma)
 def test_schedule_equals_torch_step_lr(batch_size, step_size, gamma):
   torch = require("torch")
   steps_per_epoch = math.ceil(60_000 / batch_size)
-  schedule = optim.step_lr_schedule(0.01, steps_per_epoch, step_size, gamma, num_epochs=40)
+  schedule = optim.step_lr_schedule(0.01, steps_per_epoch, step_size, gamma)
   param = torch.nn.Parameter(torch.zeros(1))
   optimizer = torch.optim.Adam([param], lr=0.01)
   scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)

@@ -211,6 +211,29 @@ BAD_INPUTS = {
     "workdir holds a run": (_after_a_run("--lr", 0.5), "already holds a run"),
     "resume with another seed count": (_after_a_run("--resume", "--epochs", 2, "--seeds", 2),
                                        "num_seeds=1 (now 2)"),
+    "resume with a sweep": (_after_a_run("--resume", "--epochs", 2, "--sweep", "lr=0.01,0.02"),
+                            "sweep='none' (now '--sweep learning_rate=0.01,0.02')"),
+    "sweep of no field": (_flags("--sweep", "width=1,2"), "--sweep width: is no config field"),
+    "sweep of a shape": (_flags("--sweep", "batch_size=128,256"),
+                         "--sweep batch_size: changes the program's shapes"),
+    "sweep of the model": (_flags("--sweep", "model=1,2"), "--sweep model: changes"),
+    "sweep of seeds": (_flags("--sweep", "seed=1,2"), "use --seeds N"),
+    "sweep value out of range": (_flags("--sweep", "bn-momentum=0.1,1.5"),
+                                 "--sweep bn_momentum=1.5: must lie in [0, 1]"),
+    "sweep step size not whole": (_flags("--sweep", "step_size=2,2.5"),
+                                  "--sweep step_size=2.5: must be a whole number"),
+    "sweep step size infinite": (_flags("--sweep", "step_size=inf"),
+                                 "--sweep step_size=inf: must be a whole number"),
+    "sweep of no values": (_flags("--sweep", "lr="), "--sweep learning_rate: no values"),
+    "sweep value not a number": (_flags("--sweep", "lr=0.01,fast"),
+                                 "--sweep learning_rate=fast: not a number"),
+    "sweep without values": (_flags("--sweep", "gamma"), "expected NAME=V1,V2"),
+    "sweep field twice": (_flags("--sweep", "lr=0.1", "--sweep", "lr=0.2"), "given twice"),
+    "run groups 0": (_flags("--run-groups", 0), "--run-groups: must be a positive integer"),
+    "run groups that split no runs": (
+        lambda tmp_path, mnist_dir, _: _small_args(tmp_path / "run", mnist_dir, "--seeds", 3,
+                                                   "--run-groups", 2),
+        "--run-groups 2: must divide the 3 runs (settings x seeds) and the"),
 }
 
 
@@ -238,6 +261,75 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, mnist_dir,
   assert words in lines[0], lines[0]
   assert _files(tmp_path) == before  # no earlier file changed, no new file or folder
   assert "run folder" not in result.stdout  # no run was started
+
+
+def test_a_sweep_end_to_end_with_resume_and_a_chosen_setting(tmp_path, mnist_dir):
+  """Two learning rates x 2 seeds as one run axis, --precise-bn: per setting its seeds'
+  statistics in metrics.jsonl, sweep.csv, the plots, the table best first; resumed only
+  with the same grid (the first epoch on a runs x data mesh of train.py's 2 CPU devices, the
+  second on its 1-D mesh); predict.py answers with the best setting's seeds, or the one asked."""
+  workdir = tmp_path / "run"
+  common = ["--sweep", "lr=0.001,0.01", "--seeds", 2, "--seed", 3, "--precise-bn",
+            "--batch-size", 256, "--train-examples", 1024, "--data-dir", mnist_dir,
+            "--workdir", workdir, "--no-progress"]
+  first = run(common + ["--epochs", 1, "--run-groups", 2])
+  assert first.returncode == 0, first.stderr
+  before = _files(tmp_path)
+  other_grid = run([a if a != "lr=0.001,0.01" else "lr=0.001,0.02" for a in common]
+                   + ["--epochs", 2, "--resume"])
+  assert other_grid.returncode == 2 and "Traceback" not in other_grid.stderr
+  assert other_grid.stderr.strip().splitlines() == [
+      "train.py: error: cannot resume: the checkpoint was made with sweep='--sweep "
+      "learning_rate=0.001,0.01' (now '--sweep learning_rate=0.001,0.02'); resume with the "
+      "same settings or start a new --workdir"]
+  assert _files(tmp_path) == before
+  result = run(common + ["--epochs", 2, "--resume"])
+  assert result.returncode == 0, result.stderr
+
+  history = metrics(workdir)
+  assert [r["epoch"] for r in history] == [1, 2]
+  for record in history:
+    assert record["seeds"] == [3, 4]
+    assert [e["setting"] for e in record["settings"]] == [{"learning_rate": 0.001},
+                                                          {"learning_rate": 0.01}]
+    for entry in record["settings"]:
+      for key in ("train_loss", "test_accuracy", "test_accuracy_precise_bn"):
+        values = entry["per_seed"][key]
+        assert len(values) == 2 and entry[key] == pytest.approx(np.mean(values), rel=1e-12)
+  slow, fast = history[-1]["settings"]
+  assert slow["train_loss"] != fast["train_loss"]  # two settings, not one twice
+  rows = (workdir / "sweep.csv").read_text().splitlines()
+  assert rows[0].startswith("epoch,setting,learning_rate,learning_rate_now,train_loss,")
+  assert [r.split(",")[:3] for r in rows[1:]] == [["1", "0", "0.001"], ["1", "1", "0.01"],
+                                                  ["2", "0", "0.001"], ["2", "1", "0.01"]]
+  for name in ("sweep.png", "training_curves.png"):
+    with Image.open(workdir / name) as png:
+      assert png.size[0] > 500
+  best = int(fast["test_accuracy_precise_bn"] > slow["test_accuracy_precise_bn"])
+  table = result.stdout[result.stdout.index("Sweep after epoch 2"):].splitlines()
+  assert [line.split("|")[1].strip() for line in table[4:6]] == [str(best), str(1 - best)]
+  assert f"best of 2: learning_rate={('0.001', '0.01')[best]}" in result.stdout
+
+  digit = tmp_path / "digit.png"
+  Image.fromarray(np.asarray(data.load_mnist(mnist_dir)["test"].images[0, ..., 0])).save(digit)
+  predict = lambda *flags: subprocess.run(
+      [sys.executable, str(ROOT / "predict.py"), workdir, digit, "--json", *flags],
+      capture_output=True, text=True, timeout=300)
+  chosen, asked, missing = predict(), predict("--setting", str(1 - best)), predict("--setting", "2")
+  assert chosen.returncode == 0 and asked.returncode == 0, chosen.stderr + asked.stderr
+  assert f"setting {best} of 2 (learning_rate={('0.001', '0.01')[best]}), the best by final " \
+         "test accuracy" in chosen.stderr
+  assert f"setting {1 - best} of 2" in asked.stderr
+  assert json.loads(chosen.stdout) != json.loads(asked.stdout)  # other weights answered
+  assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+      "predict.py: error: --setting 2: the sweep has 2 settings; use 0 to 1 (sweep.csv lists "
+      "them)"]
+  exported = subprocess.run([sys.executable, str(ROOT / "export.py"), workdir, "--out",
+                             tmp_path / "model.jaxexport", "--setting", str(1 - best)],
+                            capture_output=True, text=True, timeout=300)
+  assert exported.returncode == 0, exported.stderr
+  assert f"setting {1 - best} of 2 (learning_rate={('0.001', '0.01')[1 - best]}), as asked, " \
+         "seed index 0" in exported.stdout
 
 
 def test_divergence_exits_3_and_keeps_the_last_good_checkpoint(tmp_path, mnist_dir):
