@@ -9,8 +9,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULE_FIELDS = ("learning_rate", "step_size", "gamma")
-
 
 def step_lr(count, steps_per_epoch: int, learning_rate, step_size, gamma) -> jax.Array:
   """PyTorch `StepLR(step_size, gamma)` stepped at the end of every epoch, at optimizer
@@ -41,7 +39,7 @@ def step_lr_schedule(learning_rate: float, steps_per_epoch: int, step_size: int,
 def scale_by_step_lr(steps_per_epoch: int, learning_rate: float, step_size: int,
                      gamma: float) -> optax.GradientTransformationExtraArgs:
   """Updates times `-step_lr(count)` (the state is `optax.scale_by_schedule`'s). Extra
-  arguments of `update` named as `SCHEDULE_FIELDS` replace these values for that update;
+  arguments of `update` named `learning_rate`, `step_size` or `gamma` replace these values;
   others are ignored, as optax's chains expect."""
   defaults = {"learning_rate": learning_rate, "step_size": step_size, "gamma": gamma}
 
