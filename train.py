@@ -27,7 +27,7 @@ FLAG_FIELDS = {"model": "model", "batch_size": "batch_size", "epochs": "num_epoc
                "seed": "seed", "seeds": "num_seeds", "precise_bn": "precise_bn",
                "steps_per_chunk": "steps_per_chunk", "run_groups": "run_groups",
                "data_dir": "data_dir", "mnist_url": "mnist_url",
-               "train_examples": "num_train_examples"}
+               "train_examples": "num_train_examples", "test_examples": "num_test_examples"}
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
@@ -62,6 +62,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
                       "default: its own address")
   parser.add_argument("--train-examples", type=int,
                       help="train on the first N images only (quick runs)")
+  parser.add_argument("--test-examples", type=int,
+                      help="evaluate on the first N test images only (quick runs)")
   parser.add_argument("--workdir", help="run folder; default: a new runs/<time>-<model>-<id>")
   parser.add_argument("--resume", action="store_true",
                       help="continue the latest checkpoint in --workdir")

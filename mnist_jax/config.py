@@ -36,6 +36,7 @@ class Config:
   data_dir: str | None = None  # four IDX files; None: tensorflow-datasets
   mnist_url: str | None = None  # where TFDS downloads the .gz files (a mirror, file://); None: TFDS's
   num_train_examples: int | None = None  # the first N training images (quick runs); None: all
+  num_test_examples: int | None = None  # the first N test images (quick runs); None: all
   eval_batch_size: int = 1000
   progress_every_steps: int = 20  # progress-bar refresh; each refresh waits for the device
   keep_checkpoints: int = 3
@@ -64,8 +65,10 @@ class Config:
                        ("keep_checkpoints", "keep_checkpoints"), ("run_groups", "--run-groups")):
       if getattr(self, name) is not None and getattr(self, name) < 1:
         found.append(f"{flag}: must be a positive integer, got {getattr(self, name)}")
-    if self.num_train_examples is not None and self.num_train_examples < 1:
-      found.append(f"--train-examples: must be positive, got {self.num_train_examples}")
+    for name, flag in (("num_train_examples", "--train-examples"),
+                       ("num_test_examples", "--test-examples")):
+      if getattr(self, name) is not None and getattr(self, name) < 1:
+        found.append(f"{flag}: must be positive, got {getattr(self, name)}")
     if self.seed_map is not None and self.seed_map not in SEED_MAPS:
       found.append(f"seed_map: unknown {self.seed_map!r}; choose one of {', '.join(SEED_MAPS)}")
     if self.precise_bn and self.model == "net":

@@ -101,8 +101,8 @@ def train_and_evaluate(config: Config, workdir: str, resume: bool = False,
       os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   lost = False
   try:
-    return _train(config, workdir, checkpointer, resume, show_progress,
-                  train_split, datasets["test"], mesh)
+    return _train(config, workdir, checkpointer, resume, show_progress, train_split,
+                  input_pipeline.subset(datasets["test"], config.num_test_examples), mesh)
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise
@@ -153,7 +153,8 @@ def _train(config, workdir, checkpointer, resume, show_progress,
   # Every device holds the (small) uint8 dataset and gathers its own slice of each batch.
   train_data = input_pipeline.to_device(train_split, mesh)
   test_data = input_pipeline.to_device(test_split, mesh)
-  eval_batch_size = epoch_lib.round_up_to_devices(config.eval_batch_size, mesh)
+  eval_batch_size = epoch_lib.round_up_to_devices(
+      min(config.eval_batch_size, len(test_split.labels)), mesh)
   test_order = parallel.replicate(
       input_pipeline.sequential_order(len(test_data.labels), eval_batch_size), mesh)
   settings = [config.setting(i) for i in range(len(config.settings()))]

@@ -39,8 +39,9 @@ def main():
   mesh = parallel.make_mesh()
   keys = epoch.run_keys(config)
   template = epoch.abstract_state(config, parallel.replicated(mesh))
-  train, test = (input_pipeline.to_device(s, mesh) for s in (train_split, mnist["test"]))
-  test_order = input_pipeline.sequential_order(len(mnist["test"].labels), 1000)
+  test_split = input_pipeline.subset(mnist["test"], config.num_test_examples)
+  train, test = (input_pipeline.to_device(s, mesh) for s in (train_split, test_split))
+  test_order = input_pipeline.sequential_order(len(test_split.labels), 1000)
   variants = {name: epoch.jit_epoch_functions(
       dataclasses.replace(config, precise_bn_augment=augment), num_train, 1000, mesh)
               for name, augment in (("clean", False), ("augmented", True))}

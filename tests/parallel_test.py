@@ -95,14 +95,14 @@ def test_four_devices_compute_what_one_does(mnist_dir):
 
 def _config(mnist_dir, epochs):
   return Config(batch_size=128, num_epochs=epochs, num_train_examples=512,
-                data_dir=mnist_dir, learning_rate=0.01)
+                num_test_examples=1000, data_dir=mnist_dir, learning_rate=0.01)
 
 
 RUN_SCRIPT = """
 import sys
 from mnist_jax import Config, train_and_evaluate
 config = Config(batch_size=128, num_epochs=int(sys.argv[2]), num_train_examples=512,
-                data_dir=sys.argv[1], learning_rate=0.01)
+                num_test_examples=1000, data_dir=sys.argv[1], learning_rate=0.01)
 train_and_evaluate(config, sys.argv[3], resume=sys.argv[4] == "resume", show_progress=False)
 """
 
@@ -151,8 +151,8 @@ def test_checkpoints_move_between_device_counts(tmp_path, mnist_dir):
 # ---- two hosts (jax.distributed, CPU collectives through gloo) ----
 
 TRAIN = [sys.executable, str(ROOT / "train.py")]
-HOST_RUN = ["--epochs", "2", "--train-examples", "4096", "--batch-size", "256", "--lr", "0.01",
-            "--no-progress"]
+HOST_RUN = ["--epochs", "2", "--train-examples", "4096", "--test-examples", "1000",
+            "--batch-size", "256", "--lr", "0.01", "--no-progress"]
 HEARTBEAT_TIMEOUT_S = 20  # the run's bound on noticing a silent process
 
 

@@ -59,7 +59,8 @@ def test_two_seeds_end_to_end(tmp_path, mnist_dir):
   workdir = tmp_path / "run"
   result = run(["--seeds", 2, "--seed", 7, "--precise-bn", "--epochs", 2, "--batch-size", 256,
                 "--steps-per-chunk", 3,
-                "--lr", 0.01, "--train-examples", 2048, "--data-dir", mnist_dir,
+                "--lr", 0.01, "--train-examples", 2048, "--test-examples", 1000,
+                "--data-dir", mnist_dir,
                 "--workdir", workdir, "--no-progress"])
   assert result.returncode == 0, result.stderr
   history = metrics(workdir)
@@ -95,7 +96,7 @@ def _header(magic, *dims):
 
 def _small_args(workdir, mnist_dir, *extra):
   return ["--data-dir", mnist_dir, "--epochs", 1, "--train-examples", 512, "--batch-size", 128,
-          "--workdir", workdir, "--no-progress", *extra]
+          "--test-examples", 1000, "--workdir", workdir, "--no-progress", *extra]
 
 
 def _spoiled_data(spoil):
@@ -270,7 +271,8 @@ def test_a_sweep_end_to_end_with_resume_and_a_chosen_setting(tmp_path, mnist_dir
   second on its 1-D mesh); predict.py answers with the best setting's seeds, or the one asked."""
   workdir = tmp_path / "run"
   common = ["--sweep", "lr=0.001,0.01", "--seeds", 2, "--seed", 3, "--precise-bn",
-            "--batch-size", 256, "--train-examples", 1024, "--data-dir", mnist_dir,
+            "--batch-size", 256, "--train-examples", 1024, "--test-examples", 1000,
+            "--data-dir", mnist_dir,
             "--workdir", workdir, "--no-progress"]
   first = run(common + ["--epochs", 1, "--run-groups", 2])
   assert first.returncode == 0, first.stderr
@@ -335,6 +337,7 @@ def test_a_sweep_end_to_end_with_resume_and_a_chosen_setting(tmp_path, mnist_dir
 def test_divergence_exits_3_and_keeps_the_last_good_checkpoint(tmp_path, mnist_dir):
   workdir = tmp_path / "run"
   result = run(["--data-dir", mnist_dir, "--epochs", 3, "--train-examples", 512,
+                "--test-examples", 500,
                 "--batch-size", 128, "--workdir", workdir, "--no-progress", "--model", "net",
                 "--lr", "1e6"])
   assert result.returncode == 3, result.stderr
@@ -362,7 +365,7 @@ def test_offline_without_data_fails_fast(tmp_path):
 
 def test_two_runs_started_together_get_different_folders(tmp_path, mnist_dir):
   args = TRAIN + ["--data-dir", mnist_dir, "--epochs", "1", "--train-examples", "256",
-                  "--batch-size", "128", "--no-progress"]
+                  "--test-examples", "500", "--batch-size", "128", "--no-progress"]
   procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
   outs = [p.communicate(timeout=600) for p in procs]
@@ -377,6 +380,7 @@ def test_two_runs_started_together_get_different_folders(tmp_path, mnist_dir):
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, mnist_dir):
   flags = ["--data-dir", mnist_dir, "--epochs", "3", "--train-examples", "4096",
+           "--test-examples", "1000",
            "--batch-size", "256", "--lr", "0.01", "--no-progress"]
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   # The uninterrupted run alongside, in a process of its own.
