@@ -197,14 +197,14 @@ def test_precise_batch_stats_are_the_statistics_of_those_images(mnist):
 
 @pytest.fixture(scope="module")
 def first_steps(mnist):
-  """The pieces of a TinyNet run (batch 256, 5 steps an epoch), its epoch functions jitted
+  """The pieces of a TinyNet run (batch 128, 5 steps an epoch), its epoch functions jitted
   once for the tests below."""
   from mnist_jax import parallel  # pylint: disable=import-outside-toplevel
-  config = Config(batch_size=256)
+  config = Config(batch_size=128)
   split = input_pipeline.to_device(
-      data.Split(mnist["train"].images[:1280], mnist["train"].labels[:1280]))
+      data.Split(mnist["train"].images[:640], mnist["train"].labels[:640]))
   keys = epoch.run_keys(config)
-  fns = epoch.jit_epoch_functions(config, 1280, 1000, parallel.make_mesh(jax.devices()[:1]))
+  fns = epoch.jit_epoch_functions(config, 640, 1000, parallel.make_mesh(jax.devices()[:1]))
   return config, split, keys, fns, fns.order(keys.data, np.int32(1))
 
 

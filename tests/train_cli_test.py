@@ -95,8 +95,10 @@ def _header(magic, *dims):
 
 
 def _small_args(workdir, mnist_dir, *extra):
+  """A one-epoch run on a subset; workdir None: train.py's own new folder."""
   return ["--data-dir", mnist_dir, "--epochs", 1, "--train-examples", 512, "--batch-size", 128,
-          "--test-examples", 1000, "--workdir", workdir, "--no-progress", *extra]
+          "--test-examples", 1000, *(["--workdir", workdir] if workdir else []), "--no-progress",
+          *extra]
 
 
 def _spoiled_data(spoil):
@@ -189,6 +191,7 @@ BAD_INPUTS = {
         lambda tmp_path, mnist_dir, _: ["--data-dir", mnist_dir, "--batch-size", 60001],
         "--batch-size 60001 is larger than the 60000 training examples"),
     "epochs 0": (_flags("--epochs", 0), "--epochs"),
+    "test examples 0": (_flags("--test-examples", 0), "--test-examples: must be positive"),
     "lr 0": (_flags("--lr", 0), "--lr"),
     "lr negative": (_flags("--lr", -0.1), "--lr"),
     "lr nan": (_flags("--lr", "nan"), "--lr"),
@@ -364,8 +367,7 @@ def test_offline_without_data_fails_fast(tmp_path):
 
 
 def test_two_runs_started_together_get_different_folders(tmp_path, mnist_dir):
-  args = TRAIN + ["--data-dir", mnist_dir, "--epochs", "1", "--train-examples", "256",
-                  "--test-examples", "500", "--batch-size", "128", "--no-progress"]
+  args = TRAIN + [str(a) for a in _small_args(None, mnist_dir)]  # the finished run's programs
   procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
   outs = [p.communicate(timeout=600) for p in procs]
