@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from mnist_jax.epoch import seed_values
+
 
 def write_text(path: str, text: str) -> None:
   tmp = f"{path}.tmp{os.getpid()}"
@@ -52,14 +54,14 @@ def setting_name(setting: dict) -> str:
 
 def run_names(config) -> list[str]:
   """Each run of the run axis by its seed and, in a sweep, its setting."""
-  return [f"{setting_name(setting) + ', ' if setting else ''}seed {config.seed + k}"
-          for setting in config.settings() for k in range(config.num_seeds)]
+  return [f"{setting_name(setting) + ', ' if setting else ''}seed {seed}"
+          for setting in config.settings() for seed in seed_values(config)]
 
 
 def sweep_entries(config, per_setting: list[dict]) -> dict:
   """A sweep record's part for its settings: each setting's values and its seeds' statistics
   (`seed_statistics`: mean ± std, min, max, per seed) under `settings`."""
-  return {"seeds": [config.seed + k for k in range(config.num_seeds)],
+  return {"seeds": seed_values(config),
           "settings": [{"setting": setting, **entry}
                        for setting, entry in zip(config.settings(), per_setting)]}
 
@@ -262,7 +264,7 @@ def plot_sweep(path: str, config, history: list[dict]) -> None:
         if config.num_seeds > 1:
           ax.vlines(x, [100 * e[m + "_min"] for e in group], [100 * e[m + "_max"] for e in group],
                     color=f"C{g}", alpha=0.5)
-    values = [v for v in dict(config.sweep)[name]]
+    values = dict(config.sweep)[name]
     if min(values) > 0 and max(values) / min(values) >= 10:
       ax.set_xscale("log")
     ax.set_xlabel(name)

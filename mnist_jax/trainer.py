@@ -190,11 +190,11 @@ def _train(config, workdir, checkpointer, resume, show_progress,
     train_seconds = time.perf_counter() - start
     test_loss, test_accuracy = epoch_lib.per_run(fns.evaluate(state, test_data, test_order))
     if not np.all(np.isfinite(train_loss)):
-      runs = [run for run, loss in zip(reporting.run_names(config), train_loss)
-              if not math.isfinite(loss)]
+      diverged = [run for run, loss in zip(reporting.run_names(config), train_loss)
+                  if not math.isfinite(loss)]
       raise TrainingDiverged(
           f"the training loss became {train_loss.tolist()} in epoch {epoch} "
-          f"({', '.join(runs)}); the last good checkpoint (epoch {epoch - 1}) is "
+          f"({', '.join(diverged)}); the last good checkpoint (epoch {epoch - 1}) is "
           f"kept in {checkpointer.directory}; lower --lr and start a new run")
     metrics = {"train_loss": train_loss, "train_accuracy": train_accuracy,
                "test_loss": test_loss, "test_accuracy": test_accuracy}
