@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax import augment, input_pipeline, models, parallel, steps
+from mnist_jax import augment, input_pipeline, models, parallel, steps, train_state
 from mnist_jax.batch_norm import BATCH_MOMENTS
 from mnist_jax.config import SEED_MAPS, SWEEPABLE, Config
 from mnist_jax.train_state import create_train_state
@@ -114,7 +114,8 @@ def _init_fn(config: Config, steps_per_epoch: int) -> Callable:
 def init_state(config: Config, init_key, steps_per_epoch: int, sharding=None):
   """A run's initial state, computed as one compiled program placed by `sharding` (op by
   op, flax's initialisation of 8 seeds took 11 s on 2 cores: issue #22)."""
-  return jax.jit(_init_fn(config, steps_per_epoch), out_shardings=sharding)(init_key)
+  return jax.jit(_init_fn(config, steps_per_epoch), out_shardings=sharding,
+                 compiler_options=train_state.init_compiler_options())(init_key)
 
 
 def abstract_state(config: Config, sharding, steps_per_epoch: int = 1):
