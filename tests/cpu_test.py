@@ -20,7 +20,6 @@ import sys
 import numpy as np
 import mnist_jax  # Eigen's convolutions, unless MNIST_JAX_FAST_CONVOLUTIONS=0 ("default")
 import jax, jax.numpy as jnp
-from mnist_jax import get_model
 
 def conv(x, w, padding):
   return jax.lax.conv_general_dilated(x, w, (1, 1), padding,
@@ -28,8 +27,9 @@ def conv(x, w, padding):
 
 def layer(w, x, dy, padding):
   # One program per layer (compiling is most of this script's time; numpy draws the
-  # inputs, since jax.random's programs for these shapes take seconds to compile); the
-  # magnitudes only where the bound is taken from, the default path.
+  # operands, kernels at PyTorch's scale, since jax.random's programs and a model's
+  # initialisation take seconds to compile); the magnitudes only where the bound is
+  # taken from, the default path.
   y, vjp = jax.vjp(lambda x, w: conv(x, w, padding), x, w)
   if sys.argv[2] == "eigen":
     return (y, *vjp(dy))
@@ -38,17 +38,16 @@ def layer(w, x, dy, padding):
 
 out = {}
 for name in ("tiny", "net"):
-  model = get_model(name)
-  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
   shapes = {"tiny": [(28, 1, 20), (14, 20, 28), (7, 28, 64)],
             "net": [(28, 1, 32), (26, 32, 64), (12, 64, 128), (10, 128, 256)]}[name]
   padding = "SAME" if name == "tiny" else "VALID"
   for i, (size, c_in, c_out) in enumerate(shapes, start=1):
     rng = np.random.default_rng(i)
     size_out = size if padding == "SAME" else size - 2
+    w = rng.standard_normal((3, 3, c_in, c_out), np.float32) / np.sqrt(9 * c_in)
     x = rng.standard_normal((64, size, size, c_in), np.float32)
     dy = rng.standard_normal((64, size_out, size_out, c_out), np.float32)
-    values = jax.jit(layer, static_argnums=3)(params[f"conv{i}"]["kernel"], x, dy, padding)
+    values = jax.jit(layer, static_argnums=3)(w, x, dy, padding)
     for key, value in zip(("y", "dx", "dw", "abs_y", "abs_dx", "abs_dw"), values):
       out[f"{name}_conv{i}_{key}"] = np.asarray(value)
     out[f"{name}_conv{i}_terms"] = np.array([9 * c_in, 9 * c_out, 64 * size_out * size_out])
