@@ -18,7 +18,6 @@ import numpy as np
 from mnist_jax import augment, input_pipeline, models, parallel, steps, train_state
 from mnist_jax.batch_norm import BATCH_MOMENTS
 from mnist_jax.config import SEED_MAPS, SWEEPABLE, Config
-from mnist_jax.train_state import create_train_state
 
 # SEED_MAPS: "vmap", one batched program, in which convolutions whose kernels carry the
 # run axis become grouped convolutions; "unroll", the runs one after another inside the
@@ -105,7 +104,7 @@ def run_keys(config: Config) -> RunKeys:
 
 def _init_fn(config: Config, steps_per_epoch: int) -> Callable:
   """init_key -> the run's initial state (a leading run axis for many runs)."""
-  init = functools.partial(create_train_state, model=models.get_model(config.model),
+  init = functools.partial(train_state.create_train_state, model=models.get_model(config.model),
                            config=config, steps_per_epoch=steps_per_epoch)
   # Random draws are elementwise in the key: vmapped they give each seed its own bits.
   return init if config.num_runs == 1 else jax.vmap(init)
