@@ -27,9 +27,8 @@ def conv(x, w, padding):
 
 def layer(w, x, dy, padding):
   # One program per layer (compiling is most of this script's time; numpy draws the
-  # operands, kernels too, since jax.random's programs and a model's initialisation take
-  # seconds to compile); the magnitudes only where the bound is taken from, the default
-  # path.
+  # operands, kernels too: jax.random's programs and a model's initialisation take seconds
+  # to compile); the magnitudes only where the bound is taken from, the default path.
   y, vjp = jax.vjp(lambda x, w: conv(x, w, padding), x, w)
   if sys.argv[2] == "eigen":
     return (y, *vjp(dy))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import normal
-from mnist_jax import models, train_state
+from mnist_jax import Config, create_train_state, models
 from mnist_jax.reporting import count_params
 from tolerance import assert_as_accurate, assert_trees_as_accurate, to_float64
 
@@ -16,11 +16,11 @@ NET_LAYER_PARAMS = {"conv1": 320, "conv2": 18_496, "conv3": 73_856, "conv4": 295
                     "fc1": 204_850, "fc2": 510}
 
 
-def _init(model, batch=2):
-  # Compiled, as the entry points initialise (flax's init run op by op compiles each of its
-  # operations; the values are bitwise the same: tests/epoch_test.py).
-  return jax.jit(model.init, compiler_options=train_state.init_compiler_options())(
-      jax.random.key(0), jnp.zeros((batch, 28, 28, 1)))
+def _init(model):
+  # The entry points' initialisation, one compiled program (flax's init run op by op compiles
+  # each of its operations; the values are bitwise the same: tests/epoch_test.py).
+  state = create_train_state(jax.random.key(0), model, Config(), steps_per_epoch=1)
+  return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 @pytest.mark.parametrize("model, layers, total", [
