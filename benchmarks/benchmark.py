@@ -169,7 +169,11 @@ def measure_step(args) -> dict:
     start = time.perf_counter()
     run(args.steps_per_block)
     blocks_ms.append(1000 * (time.perf_counter() - start) / args.steps_per_block)
-  matmul = peers.torch_matmul_gflops() if code == "torch" else xla_matmul_gflops()
+  if code == "torch":
+    import original  # pylint: disable=import-outside-toplevel
+    matmul = original.matmul_gflops()
+  else:
+    matmul = xla_matmul_gflops()
   return {"blocks_ms": blocks_ms, "step_ms": statistics.median(blocks_ms),
           "matmul_gflops": matmul}
 
@@ -201,9 +205,10 @@ def steps_table(args) -> None:
   print("|---|---|---|---|---|---|")
   env = dict(os.environ, XLA_FLAGS=XLA_FLAGS_AT_START)
   for model, batch_size in [c for c in EPOCH_CONFIGS if c[0] in args.models.split(",")]:
-    runs = {variant: [] for variant in STEP_VARIANTS}
+    runs = {variant: [] for variant in args.step_variants}
     for _ in range(args.repeats):
-      for variant, (_, _, extra) in STEP_VARIANTS.items():
+      for variant in runs:
+        extra = STEP_VARIANTS[variant][2]
         runs[variant].append(json_line(
             [sys.executable, __file__, "--worker", "--data-dir", args.data_dir, "--model", model,
              "--batch-size", str(batch_size), "--step-variant", variant,
@@ -213,7 +218,7 @@ def steps_table(args) -> None:
     medians = {v: median_of(r, "step_ms") for v, r in runs.items()}
     peak = max((m["matmul_gflops"] for r in runs.values() for m in r if isinstance(m, dict)),
                default=float("nan"))
-    reference = medians["mnist-jax, train.py's settings"]
+    reference = medians.get("mnist-jax, train.py's settings", "not measured")
     flops = training_flops_per_image(model) * batch_size
     for variant, m in medians.items():
       if isinstance(m, str):
@@ -339,6 +344,8 @@ def main():
                       help="time the training step against its peers (see above) alone")
   parser.add_argument("--step-blocks", type=int, default=5, help="--steps: blocks per run")
   parser.add_argument("--steps-per-block", type=int, default=10, help="--steps: steps per block")
+  parser.add_argument("--step-variants", nargs="+", choices=list(STEP_VARIANTS),
+                      default=list(STEP_VARIANTS), help="--steps: which (default all)")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--step-variant", help=argparse.SUPPRESS)
   parser.add_argument("--model", help=argparse.SUPPRESS)

@@ -63,6 +63,8 @@ class Net(nn.Module):
 
 
 MODELS = {"tiny": TinyNet, "net": Net}
+# Like the original script, the GPU when PyTorch sees one, else the CPU.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def torchvision_root(data_dir: str, scratch: str) -> str:
@@ -90,19 +92,36 @@ def loaders(root: str, batch_size: int):
   train = datasets.MNIST(root, train=True, download=False, transform=train_transform)
   test = datasets.MNIST(root, train=False, download=False,
                         transform=transforms.Compose(normalize))
-  kwargs = {"batch_size": batch_size, "num_workers": 2}
+  kwargs = {"batch_size": batch_size, "num_workers": 2, "pin_memory": DEVICE.type == "cuda"}
   return (torch.utils.data.DataLoader(train, shuffle=True, **kwargs),
           torch.utils.data.DataLoader(test, shuffle=False, **kwargs))
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
   """PyTorch's float32 matrix-multiply rate on this machine: a practical peak."""
-  a, b = torch.randn(size, size), torch.randn(size, size)
+  a, b = torch.randn(size, size, device=DEVICE), torch.randn(size, size, device=DEVICE)
   a @ b
+  synchronize()
   start = time.perf_counter()
   for _ in range(repeats):
     a @ b
+  synchronize()
   return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def device_description() -> dict:
+  """Where PyTorch trains, and whether its float32 products may round to TF32 there."""
+  if DEVICE.type != "cuda":
+    return {"device": "cpu"}
+  return {"device": torch.cuda.get_device_name(),
+          "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+          "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+
+
+def synchronize() -> None:
+  """Waits for the GPU's queued work (CPU kernels are done when their call returns)."""
+  if DEVICE.type == "cuda":
+    torch.cuda.synchronize()
 
 
 def peak_rss_mb() -> dict:
@@ -117,11 +136,12 @@ def measure(model_name: str, batch_size: int, root: str, loader_steps: int) -> d
   progress bar), then one pass over the test set, each timed."""
   torch.manual_seed(0)
   train_loader, test_loader = loaders(root, batch_size)
-  model = MODELS[model_name]()
+  model = MODELS[model_name]().to(DEVICE)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
   model.train()
   start = time.perf_counter()
   for i, (images, labels) in enumerate(train_loader):
+    images, labels = images.to(DEVICE), labels.to(DEVICE)
     optimizer.zero_grad()
     loss = F.cross_entropy(model(images), labels)
     loss.backward()
@@ -144,7 +164,7 @@ def measure(model_name: str, batch_size: int, root: str, loader_steps: int) -> d
           "images_per_s": len(train_loader.dataset) / train_epoch_s,
           "loader_epoch_estimate_s": loader_s * len(train_loader),
           "matmul_gflops": matmul_gflops(), **peak_rss_mb(),
-          "torch": torch.__version__, "threads": torch.get_num_threads()}
+          "torch": torch.__version__, "threads": torch.get_num_threads(), **device_description()}
 
 
 def evaluate(model, test_loader) -> tuple[float, float]:
@@ -153,6 +173,7 @@ def evaluate(model, test_loader) -> tuple[float, float]:
   loss, correct = 0.0, 0
   with torch.no_grad():
     for images, labels in test_loader:
+      images, labels = images.to(DEVICE), labels.to(DEVICE)
       logits = model(images)
       loss += F.cross_entropy(logits, labels, reduction="sum").item()
       correct += (logits.argmax(1) == labels).sum().item()
@@ -163,7 +184,7 @@ def full_run(args, root: str, seed: int, record) -> None:
   """The original recipe end to end for one seed; `record(epoch_dict)` after each epoch."""
   torch.manual_seed(seed)
   train_loader, test_loader = loaders(root, args.batch_size)
-  model = MODELS[args.model]()
+  model = MODELS[args.model]().to(DEVICE)
   optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
   scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size,
                                               gamma=args.gamma)
@@ -172,6 +193,7 @@ def full_run(args, root: str, seed: int, record) -> None:
     model.train()
     loss_sum, correct, count = 0.0, 0, 0
     for images, labels in train_loader:
+      images, labels = images.to(DEVICE), labels.to(DEVICE)
       optimizer.zero_grad()
       logits = model(images)
       loss = F.cross_entropy(logits, labels)
