@@ -113,8 +113,13 @@ def _init_fn(config: Config, steps_per_epoch: int) -> Callable:
 def init_state(config: Config, init_key, steps_per_epoch: int, sharding=None):
   """A run's initial state, computed as one compiled program placed by `sharding` (op by
   op, flax's initialisation of 8 seeds took 11 s on 2 cores: issue #22)."""
+  return _jitted_init(config, steps_per_epoch, sharding)(init_key)
+
+
+@functools.cache  # traced and compiled once per (config, sharding), not at every call
+def _jitted_init(config: Config, steps_per_epoch: int, sharding):
   return jax.jit(_init_fn(config, steps_per_epoch), out_shardings=sharding,
-                 compiler_options=train_state.init_compiler_options())(init_key)
+                 compiler_options=train_state.init_compiler_options())
 
 
 def abstract_state(config: Config, sharding, steps_per_epoch: int = 1):
