@@ -173,6 +173,7 @@ def test_a_partial_install_names_the_missing_package(monkeypatch, module, packag
     data.load_tfds()
 
 
+@pytest.mark.slow
 def test_real_tfds_builder_gives_the_same_examples(tmp_path, mnist, mnist_dir):
   """The real MNIST builder, its download pointed at a local copy of the files."""
   require("tensorflow_datasets")

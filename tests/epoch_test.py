@@ -111,6 +111,7 @@ def _assert_each_run_is_the_run_alone(alone, together, what_runs):
       assert_as_accurate(test_sums[k], ref_test, exact_test, what + "test loss sum")
 
 
+@pytest.mark.slow
 def test_seed_k_of_many_is_the_run_its_seed_gives_alone(run_axis):
   alone, together = run_axis["seeds"]["alone"], run_axis["seeds"]["together"]
   assert set(together) == {("vmap", 1), ("unroll", 1), ("unroll", 4)}
@@ -119,6 +120,7 @@ def test_seed_k_of_many_is_the_run_its_seed_gives_alone(run_axis):
   _assert_each_run_is_the_run_alone(alone, together, ["seed 5", "seed 6", "seed 7"])
 
 
+@pytest.mark.slow
 def test_each_run_of_a_sweep_is_that_setting_and_seed_alone(run_axis):
   """2x2 grid x 2 seeds: run s*2+k is setting s (learning rate outer, momentum inner) with
   seed 5+k, vmapped on one device, and on a 2x2 mesh of 4 devices (runs x data)."""
@@ -230,6 +232,7 @@ def _train_in_chunks(first_steps, chunks: list[int], dtype):
   return jax.device_get((state.step, state.params, state.batch_stats, sums))
 
 
+@pytest.mark.slow
 def test_chunked_steps_are_the_per_step_loop(first_steps):
   """One epoch as chunks of 2, 2 and 1 steps, and as one chunk of 5 (each a `lax.scan` on
   the device), against five programs of one step: the same steps in the same order,

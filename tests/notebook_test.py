@@ -2,11 +2,14 @@
 
 import re
 
+import pytest
+
 from conftest import ROOT, require
 
 NOTEBOOK = ROOT / "docs" / "experiments.ipynb"
 
 
+@pytest.mark.slow
 def test_the_experiments_notebook_runs_and_trains_its_grid(mnist_dir, monkeypatch):
   nbformat, nbclient = require("nbformat"), require("nbclient")
   require("ipykernel")

@@ -75,6 +75,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_four_devices_compute_what_one_does(mnist_dir):
   result = subprocess.run([sys.executable, "-c", STEPS_SCRIPT, mnist_dir], env=FOUR_DEVICES,
                           capture_output=True, text=True, timeout=600)
@@ -123,6 +124,7 @@ def _restore(workdir, mnist_dir, epochs):
   return restore_run(workdir, _config(mnist_dir, epochs))
 
 
+@pytest.mark.slow
 def test_checkpoints_move_between_device_counts(tmp_path, mnist_dir):
   # Written on 4 devices (in another process, while this one trains the run below on 1),
   # restored and continued on 1.
@@ -217,6 +219,7 @@ def _finish(procs, timeout_s=300):
   return outs
 
 
+@pytest.mark.slow
 def test_two_hosts_train_as_one_process_and_resume_after_losing_one(tmp_path, mnist_dir,
                                                                      two_hosts):
   """Two hosts train as one process with two devices. Process 1 killed in epoch 2: process

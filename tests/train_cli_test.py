@@ -32,6 +32,7 @@ def metrics(workdir):
             for line in f]
 
 
+@pytest.mark.slow
 def test_two_epochs_of_the_headline_recipe_on_real_mnist(tmp_path, mnist_dir):
   """The original README's recipe (batch 256, lr 0.01), two epochs: >= 94% after epoch 2."""
   workdir = tmp_path / "run"
@@ -53,6 +54,7 @@ def test_two_epochs_of_the_headline_recipe_on_real_mnist(tmp_path, mnist_dir):
   assert "epoch   2" in result.stdout
 
 
+@pytest.mark.slow
 def test_two_seeds_end_to_end(tmp_path, mnist_dir):
   """`--seeds 2 --precise-bn` on a subset, 8 steps an epoch trained in chunks of 3, 3 and 2
   steps: per-seed files, mean ± std on the console."""
@@ -267,6 +269,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, mnist_dir,
   assert "run folder" not in result.stdout  # no run was started
 
 
+@pytest.mark.slow
 def test_a_sweep_end_to_end_with_resume_and_a_chosen_setting(tmp_path, mnist_dir):
   """Two learning rates x 2 seeds as one run axis, --precise-bn: per setting its seeds'
   statistics in metrics.jsonl, sweep.csv, the plots, the table best first; resumed only
@@ -380,6 +383,7 @@ def test_two_runs_started_together_get_different_folders(tmp_path, mnist_dir):
 
 # ---- kill and resume ----
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, mnist_dir):
   flags = ["--data-dir", mnist_dir, "--epochs", "3", "--train-examples", "4096",
            "--test-examples", "1000",

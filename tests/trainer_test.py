@@ -122,6 +122,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, s
   assert not os.path.exists(tmp_path / "checkpoints" / "1")
 
 
+@pytest.mark.slow
 def test_two_seeds_resume_bitwise(tmp_path, small_config):
   config = small_config.replace(num_seeds=2, seed=3)
   straight = train_and_evaluate(config, str(tmp_path / "a"), show_progress=False)
