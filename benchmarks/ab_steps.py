@@ -36,7 +36,7 @@ def main():
   import numpy as np  # pylint: disable=import-outside-toplevel
   from mnist_jax import Config, epoch, load_mnist  # pylint: disable=import-outside-toplevel
 
-  namespace = {}
+  namespace = {"__file__": os.path.abspath(args.variants)}  # as if imported
   with open(args.variants) as f:
     exec(compile(f.read(), args.variants, "exec"), namespace)  # pylint: disable=exec-used
   mnist = load_mnist(args.data_dir)
@@ -64,8 +64,8 @@ def main():
       run_steps(run, args.steps)
       ms[name].append(1000 * (time.perf_counter() - start) / args.steps)
   first = np.array(next(iter(ms.values())))
-  print(f"{common.cpu_description()}\n{args.model}, batch {batch_size}, {jax.device_count()} "
-        f"CPU devices: ms per step, {args.rounds} rounds of {args.steps} steps")
+  print(f"{common.cpu_description()}\n{args.model}, batch {batch_size}, {jax.device_count()} x "
+        f"{jax.devices()[0].device_kind}: ms per step, {args.rounds} rounds of {args.steps} steps")
   for name, times in ms.items():
     times = np.array(times)
     print(f"  {name:24s} median {np.median(times):6.1f}  ratio to {next(iter(runs))}: median "

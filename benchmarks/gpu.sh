@@ -14,10 +14,12 @@
 #    each model, the 5-epoch experiment process start to exit (the original script trains on
 #    the GPU when PyTorch sees one, as main.py does);
 # 4. benchmarks/benchmark.py --steps: one training step against PyTorch eager,
-#    channels_last, torch.compile and idiomatic Flax.
-# PARTS (default "machine train benchmark steps") runs some of them; STEP_VARIANTS (default
+#    channels_last, torch.compile and idiomatic Flax;
+# 5. benchmarks/ab_steps.py with benchmarks/variants/xla_formulation.py: today's step
+#    against XLA's own convolutions and reductions, both models, in one process each.
+# PARTS (default "machine train benchmark steps formulation") runs some of them; STEP_VARIANTS (default
 # all; names separated by ";") is passed to benchmark.py --step-variants. Each part's output
-# lands in OUT_DIR (seven files at most) as it runs, so a cut-short run keeps what it finished.
+# lands in OUT_DIR (eight files at most) as it runs, so a cut-short run keeps what it finished.
 set -u
 data=$1 out=$2
 mkdir -p "$out"
@@ -33,7 +35,7 @@ if ! $python -c "import mnist_jax, jax; jax.devices()" > /dev/null 2>&1; then
       > "$out/flags.txt"
 fi
 
-part() { [[ " ${PARTS:-machine train benchmark steps} " == *" $1 "* ]]; }
+part() { [[ " ${PARTS:-machine train benchmark steps formulation} " == *" $1 "* ]]; }
 
 part machine && {
   date -u
@@ -115,4 +117,10 @@ variants=()
 [[ -n "${STEP_VARIANTS:-}" ]] && IFS=';' read -ra variants <<< "$STEP_VARIANTS"
 part steps && $python benchmarks/benchmark.py --data-dir "$data" --steps --repeats 1 \
     --steps-per-block 20 ${variants[@]+--step-variants "${variants[@]}"} 2>&1 | tee "$out/steps.txt"
+if part formulation; then
+  for model in tiny net; do
+    $python benchmarks/ab_steps.py --data-dir "$data" --model $model --rounds 8 --steps 20 \
+        --variants benchmarks/variants/xla_formulation.py
+  done 2>&1 | tee "$out/formulation.txt"
+fi
 rm -rf "$scratch"
