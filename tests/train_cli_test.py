@@ -389,9 +389,6 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, mnist_dir):
            "--test-examples", "1000",
            "--batch-size", "256", "--lr", "0.01", "--no-progress"]
   straight, killed = tmp_path / "straight", tmp_path / "killed"
-  # The uninterrupted run alongside, in a process of its own.
-  uninterrupted = subprocess.Popen(TRAIN + flags + ["--workdir", str(straight)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   proc = subprocess.Popen(TRAIN + flags + ["--workdir", str(killed)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 600
@@ -402,6 +399,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, mnist_dir):
   proc.wait()
   assert not (killed / "checkpoints" / "3").exists()
 
+  # The uninterrupted run, in a process of its own beside the resumed one; started only now, it
+  # loads the programs the killed run compiled (the suite's shared compilation cache).
+  uninterrupted = subprocess.Popen(TRAIN + flags + ["--workdir", str(straight)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   resumed = run(flags + ["--workdir", killed, "--resume"])
   assert resumed.returncode == 0, resumed.stderr
   _, err = uninterrupted.communicate(timeout=600)
