@@ -17,9 +17,10 @@
 #    channels_last, torch.compile and idiomatic Flax;
 # 5. benchmarks/ab_steps.py with benchmarks/variants/xla_formulation.py: today's step
 #    against XLA's own convolutions and reductions, both models, in one process each.
-# PARTS (default "machine train benchmark steps formulation") runs some of them; STEP_VARIANTS (default
-# all; names separated by ";") is passed to benchmark.py --step-variants. Each part's output
-# lands in OUT_DIR (eight files at most) as it runs, so a cut-short run keeps what it finished.
+# PARTS (default "machine train benchmark steps formulation") runs some of them;
+# STEP_VARIANTS (default all; names separated by ";") is passed to benchmark.py
+# --step-variants. Each part's output lands in OUT_DIR (eight files at most) as it runs, so a
+# cut-short run keeps what it finished.
 set -u
 data=$1 out=$2
 mkdir -p "$out"
