@@ -63,7 +63,7 @@ def training_flops_per_image(model_name: str) -> float:
   images = jnp.zeros((1, 28, 28, 1))
   variables = model.init(jax.random.key(0), images)
   _, captured = model.apply(variables, images, capture_intermediates=lambda m, _: isinstance(
-      m, (nn.Conv, nn.Dense)), mutable=["intermediates"])
+      m, (models.Conv3x3, nn.Dense)), mutable=["intermediates"])
   macs = []
   for name, layer in captured["intermediates"].items():
     if name == "__call__":

@@ -5,11 +5,11 @@ Why: XLA:CPU rewrites autodiff's gradient convolutions (kernel "OI", or batch an
 feature swapped) into that layout only at a program's top level. Inside a loop body
 (`lax.scan` of training steps) it leaves them as they are and runs them as plain loop
 nests, many times slower than the same steps one program each (issue #13: 17-25x for
-TinyNet; tests/conv_test.py checks the compiled layouts). Written out here, a step is the same fast program inside a loop as
-outside one; at the top level the numbers are bitwise those of autodiff on this jaxlib
-(tests/conv_test.py checks them against autodiff within rounding). GPUs and TPUs
-choose their own layouts either way. A one-channel input (the first layer) goes
-forward as a matrix product of its 3x3 patches instead (`_conv_forward` says why).
+TinyNet; tests/conv_test.py checks the compiled layouts). Written out here, a step is the
+same fast program inside a loop as outside one, with autodiff's numbers within rounding
+(tests/conv_test.py). GPUs and TPUs choose their own layouts either way. A one-channel
+input (the first layer) goes forward as a matrix product of its 3x3 patches instead
+(`_conv_forward` says why), and a bias is computed with the kernel, forward and backward.
 """
 
 import functools
@@ -26,34 +26,40 @@ def _conv(x_NHWC, kernel_HWIO, pads):
                                   dimension_numbers=_NHWC_HWIO)
 
 
-def _conv_forward(x_NHWC, kernel_HWIO, pads):
+def _conv_forward(x_NHWC, kernel_HWIO, bias_O, pads):
   if x_NHWC.shape[-1] > 1:
-    return _conv(x_NHWC, kernel_HWIO, pads)
+    y_NHWC = _conv(x_NHWC, kernel_HWIO, pads)
+    return y_NHWC if bias_O is None else y_NHWC + bias_O
   # One input channel (both models' first layer): each output is only 9 products, which
   # Eigen's convolution runs at ~9 GFLOP/s. As one matrix product of the 3x3 patches,
   # TinyNet's conv1 at batch 256 takes 4.2 ms instead of 8.3 on 2 cores
   # (benchmarks/conv_layers.py), with the same sums (a training step's results were
-  # bitwise unchanged on this jaxlib; docs/performance.md).
+  # bitwise unchanged on this jaxlib; docs/performance.md). The bias is one more "patch"
+  # of ones in that product, instead of a pass of its own over the output.
   kh, kw = kernel_HWIO.shape[:2]
   padded_NHW = jnp.pad(x_NHWC[..., 0], ((0, 0), *pads))
   h_out, w_out = padded_NHW.shape[1] - kh + 1, padded_NHW.shape[2] - kw + 1
-  patches_NHWK = jnp.stack([padded_NHW[:, i:i + h_out, j:j + w_out]
-                            for i in range(kh) for j in range(kw)], axis=-1)
-  return patches_NHWK @ kernel_HWIO.reshape(kh * kw, -1)
+  patches = [padded_NHW[:, i:i + h_out, j:j + w_out] for i in range(kh) for j in range(kw)]
+  weights_KO = kernel_HWIO.reshape(kh * kw, -1)
+  if bias_O is not None:
+    patches.append(jnp.ones_like(patches[0]))
+    weights_KO = jnp.concatenate([weights_KO, bias_O[None]])
+  return jnp.stack(patches, axis=-1) @ weights_KO
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv2d(x_NHWC, kernel_HWIO, pads: tuple[tuple[int, int], ...]):
-  """`lax.conv_general_dilated` at stride 1 with explicit (low, high) pads per spatial axis."""
-  return _conv_forward(x_NHWC, kernel_HWIO, pads)
+def conv2d(x_NHWC, kernel_HWIO, pads: tuple[tuple[int, int], ...], bias_O=None):
+  """`lax.conv_general_dilated` at stride 1 with explicit (low, high) pads per spatial axis,
+  plus `bias_O` per output channel if given (what `flax.linen.Conv` computes)."""
+  return _conv_forward(x_NHWC, kernel_HWIO, bias_O, pads)
 
 
-def _conv2d_fwd(x_NHWC, kernel_HWIO, pads):
-  return _conv_forward(x_NHWC, kernel_HWIO, pads), (x_NHWC, kernel_HWIO)
+def _conv2d_fwd(x_NHWC, kernel_HWIO, pads, bias_O):
+  return _conv_forward(x_NHWC, kernel_HWIO, bias_O, pads), (x_NHWC, kernel_HWIO, bias_O)
 
 
 def _conv2d_bwd(pads, residuals, dy_NHWC):
-  x_NHWC, kernel_HWIO = residuals
+  x_NHWC, kernel_HWIO, bias_O = residuals
   # Input gradient: dy correlated with the kernel turned 180 degrees, in and out swapped,
   # padded so that every input position sees every kernel tap ("full" padding).
   full = tuple((k - 1 - low, k - 1 - high) for k, (low, high) in zip(kernel_HWIO.shape, pads))
@@ -61,26 +67,22 @@ def _conv2d_bwd(pads, residuals, dy_NHWC):
   # Kernel gradient: sum over n, h, w of x (shifted by the tap) times dy. As a convolution
   # in the same layout: input channels as the batch, images as the features, dy as the
   # kernel (its H x W as the window); the output's spatial axes are the 3x3 taps.
-  dkernel_IHWO = _conv(x_NHWC.transpose(3, 1, 2, 0), dy_NHWC.transpose(1, 2, 0, 3), pads)
-  return dx_NHWC, dkernel_IHWO.transpose(1, 2, 0, 3)
+  x_CHWN = x_NHWC.transpose(3, 1, 2, 0)
+  # The bias's gradient, the sum of dy over n, h, w, is the kernel gradient of one more
+  # input channel of ones, at the tap that reads every output's own position (its low
+  # pad): a few % more of this convolution instead of a reduction of its own over dy,
+  # which XLA:CPU runs as a slow reduce-window (TinyNet: 3 ms of a 64 ms step).
+  tap = tuple(low for low, _ in pads)
+  bias_from_kernel_grad = bias_O is not None and all(
+      t < k and out <= size for t, k, out, size in
+      zip(tap, kernel_HWIO.shape, dy_NHWC.shape[1:3], x_NHWC.shape[1:3]))
+  if bias_from_kernel_grad:
+    x_CHWN = jnp.concatenate([x_CHWN, jnp.ones_like(x_CHWN[:1])])
+  dkernel_IHWO = _conv(x_CHWN, dy_NHWC.transpose(1, 2, 0, 3), pads)
+  dkernel_HWIO = dkernel_IHWO[:x_NHWC.shape[-1]].transpose(1, 2, 0, 3)
+  dbias_O = (None if bias_O is None else dkernel_IHWO[-1, tap[0], tap[1]]
+             if bias_from_kernel_grad else dy_NHWC.sum(axis=(0, 1, 2)))
+  return dx_NHWC, dkernel_HWIO, dbias_O
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         precision=None):
-  """`flax.linen.Conv(conv_general_dilated=...)`: `conv2d` for what the models use (NHWC,
-  stride 1, no dilation, one group); anything else is refused, not silently changed."""
-  del precision  # float32 throughout
-  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC_HWIO)
-  plain = (tuple(window_strides) == (1, 1) and feature_group_count == 1
-           and dimension_numbers in (None, nhwc)
-           and all(d is None or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation)))
-  if not plain or lhs.ndim != 4:
-    raise ValueError("mnist_jax.conv: only 2-D convolutions at stride 1, without dilation "
-                     "or groups; use flax's default convolution for others")
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
-  return conv2d(lhs, rhs, tuple((int(low), int(high)) for low, high in padding))

@@ -10,6 +10,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from mnist_jax import conv
 from mnist_jax.batch_norm import BatchNorm
@@ -29,11 +30,22 @@ def torch_bias_init(fan_in: int):
   return init
 
 
-def conv3x3(features: int, in_features: int, padding: str, name: str) -> nn.Conv:
-  # conv.conv_general_dilated: autodiff's numbers, and fast on CPU inside lax.scan too.
-  return nn.Conv(
-      features, (3, 3), padding=padding, name=name, conv_general_dilated=conv.conv_general_dilated,
-      kernel_init=torch_kernel_init, bias_init=torch_bias_init(9 * in_features))
+class Conv3x3(nn.Module):
+  """A 3x3 convolution at stride 1 plus a bias, with PyTorch's init: the variables and
+  numbers of `nn.Conv(features, (3, 3), padding=padding)`, computed by `conv.conv2d`, whose
+  backward pass is fast on CPU inside `lax.scan` too and finds the bias's gradient with
+  the kernel's."""
+  features: int
+  padding: str  # "SAME" or "VALID"
+
+  @nn.compact
+  def __call__(self, x_NHWC):
+    in_features = x_NHWC.shape[-1]
+    kernel = self.param("kernel", torch_kernel_init, (3, 3, in_features, self.features))
+    bias = self.param("bias", torch_bias_init(9 * in_features), (self.features,))
+    x_NHWC, kernel, bias = nn.dtypes.promote_dtype(x_NHWC, kernel, bias)
+    pads = lax.padtype_to_pads(x_NHWC.shape[1:3], (3, 3), (1, 1), self.padding)
+    return conv.conv2d(x_NHWC, kernel, tuple((int(low), int(high)) for low, high in pads), bias)
 
 
 def dense(features: int, in_features: int, name: str) -> nn.Dense:
@@ -61,7 +73,7 @@ class TinyNet(nn.Module):
   def __call__(self, x_NHWC, train: bool = False, mask_N=None, bn_momentum=0.1):
     """`bn_momentum`: PyTorch's BatchNorm momentum (a float, or an array: a sweep's)."""
     for i, features in enumerate((20, 28, 64), start=1):
-      x_NHWC = conv3x3(features, x_NHWC.shape[-1], "SAME", f"conv{i}")(x_NHWC)
+      x_NHWC = Conv3x3(features, "SAME", name=f"conv{i}")(x_NHWC)
       # PyTorch's eps 1e-5; padded examples (mask 0) stay out of the statistics.
       # Layers 1-2 max-pool after the ReLU; BatchNorm pools first, exactly (batch_norm.py).
       x_NHWC = BatchNorm(use_running_average=not train, momentum=bn_momentum,
@@ -77,7 +89,7 @@ class Net(nn.Module):
   @nn.compact
   def __call__(self, x_NHWC, train: bool = False, mask_N=None, bn_momentum=None):
     del train, mask_N, bn_momentum  # no BatchNorm: training and evaluation are one function
-    conv = lambda f, x, name: conv3x3(f, x.shape[-1], "VALID", name)(x)
+    conv = lambda f, x, name: Conv3x3(f, "VALID", name=name)(x)
     x_NHWC = nn.relu(conv(32, x_NHWC, "conv1"))
     x_NHWC = nn.relu(max_pool_2x2(conv(64, x_NHWC, "conv2")))  # pools before its ReLU
     x_NHWC = nn.relu(conv(128, x_NHWC, "conv3"))

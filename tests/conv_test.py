@@ -23,24 +23,33 @@ def autodiff_conv(x, w, padding):
                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@pytest.mark.parametrize("size,c_in,c_out,padding", SHAPES)
+@pytest.mark.parametrize("size,c_in,c_out,padding", SHAPES + [(6, 2, 3, ((2, 2), (0, 1)))])
 def test_value_and_gradients_are_autodiffs(size, c_in, c_out, padding):
+  """With the bias (its gradient from the kernel gradient's convolution; the last shape's
+  pads leave no tap that sees every output's position, so a reduction finds it) and without."""
   x = normal(1, (16, size, size, c_in))
   w = normal(2, (3, 3, c_in, c_out))
-  ours = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), padding)
-  y, vjp = jax.vjp(ours, x, w)
-  y_ref, vjp_ref = jax.vjp(lambda x, w: autodiff_conv(x, w, padding), x, w)
+  b = normal(4, (c_out,))
+  pads = (padding if isinstance(padding, tuple) else
+          tuple(lax.padtype_to_pads((size, size), (3, 3), (1, 1), padding)))
+  reference = lambda x, w, b: autodiff_conv(x, w, pads) + b
+  y, vjp = jax.vjp(lambda x, w, b: conv.conv2d(x, w, pads, b), x, w, b)
+  y_ref, vjp_ref = jax.vjp(reference, x, w, b)
   dy = normal(3, y.shape)
   # The same sums, perhaps in another order: each within the rounding bound of its
-  # number of terms and their magnitudes (the same convolutions of |x|, |w|, |dy|).
-  _, abs_vjp = jax.vjp(lambda x, w: autodiff_conv(x, w, padding), jnp.abs(x), jnp.abs(w))
-  abs_y = autodiff_conv(jnp.abs(x), jnp.abs(w), padding)
-  abs_dx, abs_dw = abs_vjp(jnp.abs(dy))
-  terms = {"y": 9 * c_in, "dx": 9 * c_out, "dw": 16 * y.shape[1] * y.shape[2]}
-  for name, got, want, magnitude in zip(("y", "dx", "dw"), (y, *vjp(dy)), (y_ref, *vjp_ref(dy)),
-                                        (abs_y, abs_dx, abs_dw)):
+  # number of terms and their magnitudes (the same computation on |x|, |w|, |b|, |dy|).
+  abs_y, abs_vjp = jax.vjp(reference, jnp.abs(x), jnp.abs(w), jnp.abs(b))
+  terms = {"y": 9 * c_in + 1, "dx": 9 * c_out, "dw": 16 * y.shape[1] * y.shape[2],
+           "db": 16 * y.shape[1] * y.shape[2]}
+  for name, got, want, magnitude in zip(terms, (y, *vjp(dy)), (y_ref, *vjp_ref(dy)),
+                                        (abs_y, *abs_vjp(jnp.abs(dy)))):
     bound = sum_order_bound(terms[name], max_abs(magnitude))
     assert max_abs(np.asarray(got) - np.asarray(want)) <= bound, name
+  # No bias: the same convolution and gradients, none for the bias.
+  y, vjp = jax.vjp(lambda x, w: conv.conv2d(x, w, pads), x, w)
+  assert max_abs(np.asarray(y) + np.asarray(b) - np.asarray(y_ref)) <= sum_order_bound(
+      terms["y"], max_abs(abs_y))
+  assert len(vjp(dy)) == 2
 
 
 @pytest.mark.parametrize("model_name", ["tiny", "net"])
@@ -67,11 +76,3 @@ def test_a_scan_of_training_gradients_keeps_every_convolution_in_eigens_layout(m
   # conv1 has no input gradient, and its forward pass is a matrix product (one channel).
   assert len(layouts) == 3 * (3 if model_name == "tiny" else 4) - 2
   assert set(layouts) == {"b01f_01io->b01f"}, layouts
-
-
-def test_other_convolutions_are_refused():
-  x, w = jnp.zeros((1, 8, 8, 2)), jnp.zeros((3, 3, 2, 4))
-  with pytest.raises(ValueError, match="stride 1"):
-    conv.conv_general_dilated(x, w, (2, 2), "SAME")
-  with pytest.raises(ValueError, match="dilation"):
-    conv.conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2))

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from conftest import ROOT
 from tolerance import assert_as_accurate, assert_trees_as_accurate, to_float64
 from mnist_jax import Config, TinyNet, augment, create_train_state, data, epoch, input_pipeline
+from mnist_jax.models import Conv3x3
 
 # In a process with 4 CPU devices: 4 steps (batch 64) of 3 seeds (seed 5, 6, 7) trained together,
 # each seed map on one device and the default map on 4 devices; and a sweep, a 2x2 grid
@@ -167,7 +167,7 @@ def _batch_norm_inputs(state, images_BHWC):
   _, captured = state.apply_fn(
       {"params": state.params, "batch_stats": state.batch_stats}, augment.normalize(images_BHWC),
       train=True, mutable=["batch_stats", "intermediates"],
-      capture_intermediates=lambda module, _: isinstance(module, nn.Conv))
+      capture_intermediates=lambda module, _: isinstance(module, Conv3x3))
   return {f"bn{i}": captured["intermediates"][f"conv{i}"]["__call__"][0] for i in (1, 2, 3)}
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import require
 from mnist_jax import Config, Net, TinyNet, augment, from_torch_state_dict, optim, steps
+from mnist_jax.models import Conv3x3
 from tolerance import ADAM_RTOL, FLOAT64_PER_FLOAT32, U32, assert_as_accurate, gamma
 
 torch = require("torch")
@@ -112,7 +113,7 @@ def _check_train_step(mnist, images, torch_cls, flax_cls, dtype):
   conv_outputs = {}  # the gradient reaching each conv's output: see the bias check below
   def capture(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
-    if isinstance(context.module, nn.Conv):
+    if isinstance(context.module, Conv3x3):
       out = out + conv_outputs.get(context.module.name, jnp.zeros_like(out))
     return out
 
@@ -166,7 +167,7 @@ def _conv_output_shapes(flax_cls, variables, x_NHWC):
   shapes = {}
   def record(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
-    if isinstance(context.module, nn.Conv):
+    if isinstance(context.module, Conv3x3):
       shapes[context.module.name] = out.shape
     return out
   with nn.intercept_methods(record):

@@ -1,8 +1,8 @@
 """Today's step, written for XLA:CPU, against the same model left to XLA's own choices: the
-convolutions as `lax.conv_general_dilated` with autodiff's gradients (no written-out
-backward, no first layer as a product of patches), and then also every BatchNorm sum as one
-reduction. On an H200, idiomatic Flax ran TinyNet's step 1.3-1.5x faster than ours
-(docs/performance.md "On a GPU"); this tells which part of the formulation costs it there.
+convolutions as `lax.conv_general_dilated` plus the bias, with autodiff's gradients (no
+written-out backward, no first layer as a product of patches), and then also every BatchNorm
+sum as one reduction. On an H200, idiomatic Flax ran TinyNet's step 1.3-1.5x faster than
+ours (docs/performance.md "On a GPU"); this tells which part of the formulation costs it there.
 
     python benchmarks/ab_steps.py --data-dir ../shared/data/mnist \
       --variants benchmarks/variants/xla_formulation.py
@@ -20,11 +20,12 @@ import bn_sums_as_reductions  # pylint: disable=wrong-import-position
 
 
 def xla_convolutions():
-  today = conv.conv_general_dilated
-  conv.conv_general_dilated = lax.conv_general_dilated
+  today = conv.conv2d
+  conv.conv2d = lambda x_NHWC, kernel_HWIO, pads, bias_O: lax.conv_general_dilated(
+      x_NHWC, kernel_HWIO, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias_O
 
   def undo():
-    conv.conv_general_dilated = today
+    conv.conv2d = today
   return undo
 
 
