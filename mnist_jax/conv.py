@@ -20,6 +20,10 @@ from jax import lax
 
 _NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 
+# An input gradient whose dy has at most this fraction of x's rows is computed row by row
+# (`_input_grad`); above it, as one convolution over dy with the full padding.
+ROW_SPLIT_UP_TO = 0.85
+
 
 def _conv(x_NHWC, kernel_HWIO, pads):
   return lax.conv_general_dilated(x_NHWC, kernel_HWIO, (1, 1), pads,
@@ -58,12 +62,36 @@ def _conv2d_fwd(x_NHWC, kernel_HWIO, pads, bias_O):
   return _conv_forward(x_NHWC, kernel_HWIO, bias_O, pads), (x_NHWC, kernel_HWIO, bias_O)
 
 
+def _input_grad(dy_NHWC, kernel_HWIO, pads, height):
+  """dy correlated with the kernel turned 180 degrees, in and out swapped, padded so that
+  every input position sees every kernel tap ("full" padding)."""
+  kh, kw = kernel_HWIO.shape[:2]
+  (top, _), (left, right) = ((k - 1 - low, k - 1 - high)
+                             for k, (low, high) in zip(kernel_HWIO.shape, pads))
+  if dy_NHWC.shape[1] > ROW_SPLIT_UP_TO * height:
+    return _conv(dy_NHWC, jnp.flip(kernel_HWIO, (0, 1)).transpose(0, 1, 3, 2),
+                 ((top, kh - 1 - pads[0][1]), (left, right)))
+  # Where dy has far fewer rows than x (unpadded convolutions of small images: Net's conv3
+  # and conv4), most of the full padding's rows are zeros that the convolution would
+  # multiply anyway (conv4: 10 of 12 rows, 36% of its multiplications). Instead, each
+  # kernel row's correlation along W only, over dy's own rows (one convolution, the kernel
+  # rows as blocks of output channels), then those rows shifted into place and summed.
+  # One core, batch 256: conv4's input gradient 150 -> 133 ms, conv3's 64 -> 48; conv2's
+  # (24 of 26 rows) would be slower: 79 -> 105 (docs/performance.md).
+  n, h_dy, _, c_out = dy_NHWC.shape
+  rows_1WOK = jnp.flip(kernel_HWIO, 1).transpose(1, 3, 0, 2).reshape(1, kw, c_out, -1)
+  per_row_NHWKI = _conv(dy_NHWC, rows_1WOK, ((0, 0), (left, right))).reshape(
+      n, h_dy, -1, kh, kernel_HWIO.shape[2])
+  # dx[h] = sum over kernel rows a of row a's result at dy row h + kh - 1 - a - top.
+  return sum(lax.pad(per_row_NHWKI[:, :, :, a], jnp.zeros((), dy_NHWC.dtype),
+                     ((0, 0, 0), (top + a - kh + 1, height - h_dy - top - a + kh - 1, 0),
+                      (0, 0, 0), (0, 0, 0)))
+             for a in range(kh))
+
+
 def _conv2d_bwd(pads, residuals, dy_NHWC):
   x_NHWC, kernel_HWIO, bias_O = residuals
-  # Input gradient: dy correlated with the kernel turned 180 degrees, in and out swapped,
-  # padded so that every input position sees every kernel tap ("full" padding).
-  full = tuple((k - 1 - low, k - 1 - high) for k, (low, high) in zip(kernel_HWIO.shape, pads))
-  dx_NHWC = _conv(dy_NHWC, jnp.flip(kernel_HWIO, (0, 1)).transpose(0, 1, 3, 2), full)
+  dx_NHWC = _input_grad(dy_NHWC, kernel_HWIO, pads, x_NHWC.shape[1])
   # Kernel gradient: sum over n, h, w of x (shifted by the tap) times dy. As a convolution
   # in the same layout: input channels as the batch, images as the features, dy as the
   # kernel (its H x W as the window); the output's spatial axes are the 3x3 taps.
