@@ -66,11 +66,11 @@ def _input_grad(dy_NHWC, kernel_HWIO, pads, height):
   """dy correlated with the kernel turned 180 degrees, in and out swapped, padded so that
   every input position sees every kernel tap ("full" padding)."""
   kh, kw = kernel_HWIO.shape[:2]
-  (top, _), (left, right) = ((k - 1 - low, k - 1 - high)
-                             for k, (low, high) in zip(kernel_HWIO.shape, pads))
+  (top, bottom), (left, right) = ((k - 1 - low, k - 1 - high)
+                                  for k, (low, high) in zip(kernel_HWIO.shape, pads))
   if dy_NHWC.shape[1] > ROW_SPLIT_UP_TO * height:
     return _conv(dy_NHWC, jnp.flip(kernel_HWIO, (0, 1)).transpose(0, 1, 3, 2),
-                 ((top, kh - 1 - pads[0][1]), (left, right)))
+                 ((top, bottom), (left, right)))
   # Where dy has far fewer rows than x (unpadded convolutions of small images: Net's conv3
   # and conv4), the full padding's zeros are much of what the convolution multiplies
   # (conv4: dy 8 x 8 padded to 12 x 12, 36% of its multiplications). Instead, each
@@ -109,8 +109,12 @@ def _conv2d_bwd(pads, residuals, dy_NHWC):
     x_CHWN = jnp.concatenate([x_CHWN, jnp.ones_like(x_CHWN[:1])])
   dkernel_IHWO = _conv(x_CHWN, dy_NHWC.transpose(1, 2, 0, 3), pads)
   dkernel_HWIO = dkernel_IHWO[:x_NHWC.shape[-1]].transpose(1, 2, 0, 3)
-  dbias_O = (None if bias_O is None else dkernel_IHWO[-1, tap[0], tap[1]]
-             if bias_from_kernel_grad else dy_NHWC.sum(axis=(0, 1, 2)))
+  if bias_from_kernel_grad:
+    dbias_O = dkernel_IHWO[-1, tap[0], tap[1]]
+  elif bias_O is not None:  # pads so wide that no tap reads every output's position
+    dbias_O = dy_NHWC.sum(axis=(0, 1, 2))
+  else:
+    dbias_O = None
   return dx_NHWC, dkernel_HWIO, dbias_O
 
 

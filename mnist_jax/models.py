@@ -89,11 +89,11 @@ class Net(nn.Module):
   @nn.compact
   def __call__(self, x_NHWC, train: bool = False, mask_N=None, bn_momentum=None):
     del train, mask_N, bn_momentum  # no BatchNorm: training and evaluation are one function
-    conv = lambda f, x, name: Conv3x3(f, "VALID", name=name)(x)
-    x_NHWC = nn.relu(conv(32, x_NHWC, "conv1"))
-    x_NHWC = nn.relu(max_pool_2x2(conv(64, x_NHWC, "conv2")))  # pools before its ReLU
-    x_NHWC = nn.relu(conv(128, x_NHWC, "conv3"))
-    x_NHWC = nn.relu(max_pool_2x2(conv(256, x_NHWC, "conv4")))
+    conv3x3 = lambda f, x, name: Conv3x3(f, "VALID", name=name)(x)
+    x_NHWC = nn.relu(conv3x3(32, x_NHWC, "conv1"))
+    x_NHWC = nn.relu(max_pool_2x2(conv3x3(64, x_NHWC, "conv2")))  # pools before its ReLU
+    x_NHWC = nn.relu(conv3x3(128, x_NHWC, "conv3"))
+    x_NHWC = nn.relu(max_pool_2x2(conv3x3(256, x_NHWC, "conv4")))
     x_NF = x_NHWC.reshape(x_NHWC.shape[0], -1)  # (N, 4*4*256): HWC order, see torch_interop
     x_NF = nn.relu(dense(50, x_NF.shape[-1], "fc1")(x_NF))
     return dense(10, 50, "fc2")(x_NF)
