@@ -29,6 +29,8 @@ def main():
   parser.add_argument("--model", default="tiny", choices=["tiny", "net"])
   parser.add_argument("--rounds", type=int, default=8)
   parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--reverse", action="store_true",
+                      help="the variants in the opposite order: whether going first matters")
   args = parser.parse_args()
   batch_size = 256 if args.model == "tiny" else 512
   common.use_train_py_settings(batch_size)
@@ -52,7 +54,8 @@ def main():
     jax.block_until_ready(run.sums)
 
   runs, ms = {}, {}
-  for name, patch in namespace["VARIANTS"].items():
+  variants = list(namespace["VARIANTS"].items())
+  for name, patch in variants[::-1] if args.reverse else variants:
     undo = patch() if patch else None
     runs[name], ms[name] = common.setup_run(args.data_dir, config, mnist), []
     run_steps(runs[name], 3)  # compiles while the patch is in place

@@ -6,7 +6,9 @@ Eigen's thread pool and traces only their dispatch.
 
 Per layer (train.py's XLA:CPU settings, one device, the whole batch): the forward pass
 through `mnist_jax.conv` and through XLA's own convolution, and the input and kernel
-gradients, in ms (best of 5 x 5 calls) and GFLOP/s.
+gradients, in ms (best of 5 x 5 calls) and GFLOP/s; the input gradient also as one convolution
+with the full padding (`conv.ROW_SPLIT_UP_TO` 0), which the row split replaces for Net's
+conv3 and conv4.
 """
 
 import argparse
@@ -37,6 +39,16 @@ def best_ms(fn, *args) -> float:
   return 1000 * min(times)
 
 
+def full_padding_ms(fn, *args) -> float:
+  """`best_ms` of `fn` traced with every input gradient as one full-padding convolution."""
+  from mnist_jax import conv  # pylint: disable=import-outside-toplevel
+  today, conv.ROW_SPLIT_UP_TO = conv.ROW_SPLIT_UP_TO, 0.0
+  try:
+    return best_ms(fn, *args)
+  finally:
+    conv.ROW_SPLIT_UP_TO = today
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", default="tiny", choices=sorted(LAYERS))
@@ -65,6 +77,7 @@ def main():
     gflop = 2 * dy.size * 9 * c_in / 1e6  # per pass, in units that give GFLOP/s from ms
     row = {"forward": best_ms(ours, x, kernel), "forward (XLA's)": best_ms(xla, x, kernel),
            "input grad": best_ms(vjp(0), x, kernel, dy),
+           "input grad (full padding)": full_padding_ms(vjp(0), x, kernel, dy),
            "kernel grad": best_ms(vjp(1), x, kernel, dy)}
     # A training step: the forward pass, the kernel gradient, and the input gradient
     # except for the first layer (its input is the data).

@@ -76,8 +76,8 @@ def _input_grad(dy_NHWC, kernel_HWIO, pads, height):
   # (conv4: dy 8 x 8 padded to 12 x 12, 36% of its multiplications). Instead, each
   # kernel row's correlation along W only, over dy's own rows (one convolution, the kernel
   # rows as blocks of output channels), then those rows shifted into place and summed.
-  # One core, batch 256: conv4's input gradient 150 -> 133 ms, conv3's 64 -> 48; conv2's
-  # (24 of 26 rows) would be slower: 79 -> 105 (docs/performance.md).
+  # One core, batch 256: conv4's input gradient 140.9 -> 111.4 ms, conv3's 58.4 -> 43.2
+  # (benchmarks/conv_layers.py); conv2's (24 of 26 rows) was slower (docs/performance.md).
   n, h_dy, _, c_out = dy_NHWC.shape
   rows_1WOK = jnp.flip(kernel_HWIO, 1).transpose(1, 3, 0, 2).reshape(1, kw, c_out, -1)
   per_row_NHWKI = _conv(dy_NHWC, rows_1WOK, ((0, 0), (left, right))).reshape(
