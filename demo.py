@@ -28,7 +28,7 @@ def main(argv=None) -> int:
   cli.use_compilation_cache(args.compilation_cache)
   logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below
   try:
-    model = inference.load_run(args.workdir, args.setting)
+    model = inference.load_run(args.workdir, args.setting, args.formulation)
     server = serving.make_server(model, args.workdir, args.host, args.port)
   except (checkpointing.CheckpointError, ValueError) as e:
     print(f"demo.py: error: {e}", file=sys.stderr)

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
   cli.use_compilation_cache(args.compilation_cache)
   logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below
   try:
-    model = inference.load_run(args.workdir, args.setting)
+    model = inference.load_run(args.workdir, args.setting, args.formulation)
     data = inference.export_logits(inference.one_seed(model, args.seed_index))
   except (checkpointing.CheckpointError, ValueError) as e:
     print(f"export.py: error: {e}", file=sys.stderr)

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
   logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below
 
   try:
-    model = inference.load_run(args.workdir, args.setting)
+    model = inference.load_run(args.workdir, args.setting, args.formulation)
   except (checkpointing.CheckpointError, ValueError) as e:
     print(f"predict.py: error: {e}", file=sys.stderr)
     return 2

@@ -1,6 +1,6 @@
 """What users wait for, mnist-jax beside the original PyTorch recipe, on this machine.
 
-    python benchmarks/benchmark.py --data-dir ../shared/data/mnist --repeats 3
+    python -m benchmarks.benchmark --data-dir ../shared/data/mnist --repeats 3
 
 Each measurement runs in a process of its own, the two sides one after the other,
 alternating over `--repeats`, and the median is reported:
@@ -25,8 +25,8 @@ augmentation) against the steps a user would pick instead (benchmarks/peers.py: 
 `channels_last` and `torch.compile`; idiomatic Flax), and mnist-jax's own `jax.jit(train_step)`
 after a plain `import mnist_jax` and under JAX's defaults, each in its own process, alternating:
 
-    python benchmarks/benchmark.py --data-dir ../shared/data/mnist --startup
-    python benchmarks/benchmark.py --data-dir ../shared/data/mnist --steps --repeats 3
+    python -m benchmarks.benchmark --data-dir ../shared/data/mnist --startup
+    python -m benchmarks.benchmark --data-dir ../shared/data/mnist --steps --repeats 3
 """
 
 import argparse
@@ -40,11 +40,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
 XLA_FLAGS_AT_START = os.environ.get("XLA_FLAGS", "")  # before `import mnist_jax` adds its own
-import common  # pylint: disable=wrong-import-position
-from mnist_jax import cpu  # pylint: disable=wrong-import-position
+from benchmarks import common
+from mnist_jax import cpu
 
 EPOCH_CONFIGS = [("tiny", 256), ("net", 512)]
 # The original README's experiment: TinyNet, batch 256, lr 0.01, 5 epochs.
@@ -59,11 +57,11 @@ def training_flops_per_image(model_name: str) -> float:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from mnist_jax import models  # pylint: disable=import-outside-toplevel
-  model = models.get_model(model_name)
+  model = models.get_model(model_name, "standard")  # the layers as flax modules: nn.Conv
   images = jnp.zeros((1, 28, 28, 1))
   variables = model.init(jax.random.key(0), images)
   _, captured = model.apply(variables, images, capture_intermediates=lambda m, _: isinstance(
-      m, (models.Conv3x3, nn.Dense)), mutable=["intermediates"])
+      m, (nn.Conv, nn.Dense)), mutable=["intermediates"])
   macs = []
   for name, layer in captured["intermediates"].items():
     if name == "__call__":
@@ -79,35 +77,29 @@ def measure_jax(args) -> dict:
   common.use_train_py_settings(args.batch_size, args.host_devices)
   import resource  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  from mnist_jax import Config, epoch  # pylint: disable=import-outside-toplevel
+  from mnist_jax import Config, Execution, epoch  # pylint: disable=import-outside-toplevel
 
-  config = Config(model=args.model, batch_size=args.batch_size,
-                  steps_per_chunk=args.steps_per_chunk)
-  run = common.setup_run(args.data_dir, config)
-  steps_per_epoch, num_train = run.steps_per_epoch, run.num_train
-  chunk = min(config.steps_per_chunk or epoch.default_steps_per_chunk(steps_per_epoch),
-              steps_per_epoch)
-  state, sums, fns = run.state, run.sums, run.fns
-  train, test, order, test_order = run.train, run.test, run.order, run.test_order
+  run = common.build(args.data_dir, Config(model=args.model, batch_size=args.batch_size),
+                     Execution(formulation=args.formulation, steps_per_chunk=args.steps_per_chunk))
+  state, sums, order, hyperparams = run.state, run.zero_sums(), run.order(1), run.hyperparams(1)
 
   # Warm-up: one call of every program the epoch runs (compiling each), so that the epoch
   # timed below is the steady state. Compile time is reported apart.
-  lengths = epoch.chunk_lengths(steps_per_epoch, chunk)
   start = time.perf_counter()
-  for k in sorted(set(lengths)):
-    state, sums = fns.train_steps(k)(state, sums, train, order, run.keys.augment, run.hyperparams)
-  jax.block_until_ready(fns.evaluate(state, test, test_order))
+  for k in sorted(set(epoch.chunk_lengths(run.steps_per_epoch, run.steps_per_chunk))):
+    state, sums = run.fns.train_steps(k)(state, sums, run.train, order, run.keys.augment,
+                                         hyperparams)
+  jax.block_until_ready(run.evaluate(state))
   warmup_s = time.perf_counter() - start
 
   start = time.perf_counter()
-  state, sums = epoch.train_epoch(fns.train_steps, state, sums, train, order, run.keys.augment,
-                                  run.hyperparams, steps_per_epoch=steps_per_epoch,
-                                  steps_per_chunk=chunk,
-                                  report_every_steps=config.progress_every_steps)
+  state, sums = run.train_epoch(state, epoch=1)
+  jax.block_until_ready(sums)
   train_epoch_s = time.perf_counter() - start
   start = time.perf_counter()
-  jax.block_until_ready(fns.evaluate(state, test, test_order))
+  jax.block_until_ready(run.evaluate(state))
   eval_s = time.perf_counter() - start
+  chunk, num_train = run.steps_per_chunk, run.num_train
 
   matmul_gflops = xla_matmul_gflops()
   return {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
@@ -120,8 +112,10 @@ def measure_jax(args) -> dict:
 # --steps: the step a user would run, each in a process of its own: (code, settings,
 # environment). "train.py" is train.py's XLA:CPU settings (2 host devices where they divide
 # the batch), "import" a plain `import mnist_jax` (one device); PyTorch's layouts: peers.py.
+# mnist-jax's rows run `--formulation` (train.py's default: auto), but the one named standard.
 STEP_VARIANTS = {
     "mnist-jax, train.py's settings": ("mnist_jax", "train.py", {}),
+    "mnist-jax standard formulation, train.py's settings": ("mnist_jax standard", "train.py", {}),
     "mnist-jax, plain import": ("mnist_jax", "import", {}),
     "mnist-jax, JAX's default convolutions": ("mnist_jax", "import", {cpu.FAST_CONV_ENV: "0"}),
     "idiomatic Flax, train.py's settings": ("flax", "train.py", {}),
@@ -146,7 +140,7 @@ def xla_matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 def measure_step(args) -> dict:
   """ms per training step of one STEP_VARIANTS entry on the first `--batch-size` training
   images (no augmentation), per block of `--steps-per-block`, after 3 warm-up steps."""
-  import peers  # pylint: disable=import-outside-toplevel
+  from benchmarks import peers  # pylint: disable=import-outside-toplevel
   code, settings, _ = STEP_VARIANTS[args.step_variant]
   if settings == "train.py":
     common.use_train_py_settings(args.batch_size)
@@ -155,8 +149,9 @@ def measure_step(args) -> dict:
   train = load_mnist(args.data_dir)["train"]
   images, labels = train.images[:args.batch_size], train.labels[:args.batch_size]
   lr = 0.001
-  if code == "mnist_jax":
-    run = mnist_jax_steps(args.model, images, labels, lr, settings == "train.py")
+  if code.startswith("mnist_jax"):
+    formulation = "standard" if code.endswith("standard") else args.formulation
+    run = mnist_jax_steps(args.model, images, labels, lr, settings == "train.py", formulation)
   elif code == "flax":
     from mnist_jax import parallel  # pylint: disable=import-outside-toplevel
     run = peers.flax_steps(args.model, np.asarray(normalize(images)), labels, lr,
@@ -170,7 +165,7 @@ def measure_step(args) -> dict:
     run(args.steps_per_block)
     blocks_ms.append(1000 * (time.perf_counter() - start) / args.steps_per_block)
   if code == "torch":
-    import original  # pylint: disable=import-outside-toplevel
+    from benchmarks import original  # pylint: disable=import-outside-toplevel
     matmul = original.matmul_gflops()
   else:
     matmul = xla_matmul_gflops()
@@ -178,16 +173,16 @@ def measure_step(args) -> dict:
           "matmul_gflops": matmul}
 
 
-def mnist_jax_steps(model_name, images, labels, lr, on_every_device: bool):
+def mnist_jax_steps(model_name, images, labels, lr, on_every_device: bool, formulation: str):
   """`jax.jit(train_step)` as a researcher runs it; `on_every_device`: the batch split over
   the host devices like train.py's (one device after a plain import)."""
   import jax  # pylint: disable=import-outside-toplevel
   import mnist_jax  # pylint: disable=import-outside-toplevel
-  import peers  # pylint: disable=import-outside-toplevel
+  from benchmarks import peers  # pylint: disable=import-outside-toplevel
   from mnist_jax import parallel  # pylint: disable=import-outside-toplevel
   config = mnist_jax.Config(model=model_name, batch_size=len(labels), learning_rate=lr)
-  state = mnist_jax.create_train_state(jax.random.key(0), mnist_jax.get_model(model_name),
-                                       config, steps_per_epoch=1)
+  state = mnist_jax.create_train_state(
+      jax.random.key(0), mnist_jax.get_model(model_name, formulation), config, steps_per_epoch=1)
   step = jax.jit(mnist_jax.train_step, static_argnames="augment_images")
   key = jax.random.key(1)
   return peers.jax_steps(lambda state, batch: step(state, batch, key, augment_images=False),
@@ -210,7 +205,8 @@ def steps_table(args) -> None:
       for variant in runs:
         extra = STEP_VARIANTS[variant][2]
         runs[variant].append(json_line(
-            [sys.executable, __file__, "--worker", "--data-dir", args.data_dir, "--model", model,
+            [sys.executable, "-m", "benchmarks.benchmark", "--worker", "--data-dir",
+             args.data_dir, "--model", model, "--formulation", args.formulation,
              "--batch-size", str(batch_size), "--step-variant", variant,
              "--step-blocks", str(args.step_blocks),
              "--steps-per-block", str(args.steps_per_block)], dict(env, **extra)))
@@ -242,10 +238,10 @@ def run_process(command: list[str], env: dict | None = None) -> dict:
     proc = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT, text=True, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall_s = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     out.seek(0)
     err.seek(0)
-    return {"wall_s": wall_s, "peak_rss_mb": usage.ru_maxrss / 1024, "returncode": proc.returncode,
+    return {"wall_s": wall_s, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "returncode": os.waitstatus_to_exitcode(status),
             "stdout": out.read(), "stderr": err.read()}
 
 
@@ -257,15 +253,16 @@ def json_line(command: list[str], env: dict | None = None) -> dict | str:
   return json.loads(result["stdout"].strip().splitlines()[-1])
 
 
-def headline_run(side: str, data_dir: str, scratch: str) -> dict | str:
+def headline_run(side: str, data_dir: str, scratch: str, formulation: str) -> dict | str:
   """The 5-epoch experiment as a user runs it: one process, start to final metrics."""
   if side == "mnist_jax":
     workdir = tempfile.mkdtemp(dir=scratch)
     command = [sys.executable, "train.py", *HEADLINE, "--steps-per-decay", "15",
+               "--formulation", formulation,
                "--data-dir", data_dir, "--workdir", os.path.join(workdir, "run"), "--no-progress"]
   else:
     out = os.path.join(tempfile.mkdtemp(dir=scratch), "original.json")
-    command = [sys.executable, os.path.join("benchmarks", "original.py"), "--full-run",
+    command = [sys.executable, "-m", "benchmarks.original", "--full-run",
                *HEADLINE, "--data-dir", data_dir, "--out", out]
   result = run_process(command)
   if result["returncode"]:
@@ -338,6 +335,8 @@ def main():
                       help=f"CPU devices to split each batch over (train.py: {cpu.HOST_DEVICES})")
   parser.add_argument("--steps-per-chunk", type=int,
                       help="training steps per device program (train.py's flag); default: its")
+  parser.add_argument("--formulation", default="auto", choices=("auto", "standard", "cpu"),
+                      help="mnist-jax's layers (train.py's flag); default: auto")
   parser.add_argument("--startup", action="store_true",
                       help="measure start-up (train.py, predict.py, compilation cache) alone")
   parser.add_argument("--steps", action="store_true",
@@ -369,11 +368,11 @@ def main():
   for model, batch_size in [c for c in EPOCH_CONFIGS if c[0] in args.models.split(",")]:
     flags = ["--data-dir", args.data_dir, "--model", model, "--batch-size", str(batch_size)]
     commands = {
-        "mnist_jax": [sys.executable, __file__, "--worker", "--host-devices",
-                      str(args.host_devices), *flags]
+        "mnist_jax": [sys.executable, "-m", "benchmarks.benchmark", "--worker", "--host-devices",
+                      str(args.host_devices), "--formulation", args.formulation, *flags]
                      + (["--steps-per-chunk", str(args.steps_per_chunk)]
                         if args.steps_per_chunk else []),
-        "original": [sys.executable, os.path.join(ROOT, "benchmarks", "original.py"), *flags]}
+        "original": [sys.executable, "-m", "benchmarks.original", *flags]}
     measured = {side: [] for side in sides}
     for _ in range(args.repeats):  # alternating, so that a slow spell of the machine hits both
       for side in sides:
@@ -392,7 +391,7 @@ def main():
       headline[side + "_all"] = []
     for _ in range(args.repeats):
       for side in sides:
-        headline[side + "_all"].append(headline_run(side, args.data_dir, scratch))
+        headline[side + "_all"].append(headline_run(side, args.data_dir, scratch, args.formulation))
         print(f"headline {side}: {headline[side + '_all'][-1]}", file=sys.stderr, flush=True)
     for side in sides:
       headline[side] = median_of(headline[side + "_all"], "wall_s")

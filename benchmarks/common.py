@@ -1,22 +1,19 @@
 """What the benchmark and investigation tools share: the CPU they ran on, train.py's XLA:CPU
-settings, and a training run's pieces on the device, built with the library's public
-functions as train.py builds them (`mnist_jax.trainer`).
+settings, and a run built by the library's own run builder (`mnist_jax.run.build_run`), so
+that what they time is what train.py runs. Run the tools from the repository root as modules:
 
-    import common                                        # from a script in benchmarks/
+    python -m benchmarks.ab_steps --data-dir ../shared/data/mnist --variants ...
+
+    from benchmarks from benchmarks import common
     common.use_train_py_settings(batch_size=256)         # before JAX initialises
-    run = common.setup_run("../shared/data/mnist", Config(batch_size=256))
-    run.state, run.sums = run.fns.train_steps(1)(run.state, run.sums, run.train, run.order,
-                                                 run.keys.augment, run.hyperparams)
+    steps = common.Stepper(common.build("../shared/data/mnist", Config(batch_size=256)))
+    steps(10)                                            # 10 training steps, waited for
 """
 
-import dataclasses
 import os
 import platform
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mnist_jax import cpu  # pylint: disable=wrong-import-position
+from mnist_jax import cpu
 
 
 def cpu_description() -> str:
@@ -40,44 +37,28 @@ def use_train_py_settings(batch_size: int, host_devices: int = cpu.HOST_DEVICES)
   cpu.use_host_devices(batch_size, host_devices)
 
 
-@dataclasses.dataclass
-class Run:
-  """A run's pieces on the device, ready for `fns.train_steps(n)` and `fns.evaluate`."""
-  config: object
-  mesh: object
-  num_train: int
-  steps_per_epoch: int
-  train: object  # the training split on the device
-  test: object
-  test_order: object
-  keys: object  # epoch.RunKeys, replicated
-  hyperparams: object  # epoch.run_hyperparams, replicated
-  fns: object  # epoch.EpochFunctions
-  state: object
-  sums: object
-  order: object  # epoch 1's order
+def build(data_dir: str, config, execution=None, mnist=None, mesh=None):
+  """`run.build_run` of `config` (`execution`: default Execution()) on the MNIST files in
+  `data_dir`; `mnist` reuses data already loaded."""
+  from mnist_jax import Execution, load_mnist, run  # pylint: disable=import-outside-toplevel
+  return run.build_run(config, execution or Execution(), mnist or load_mnist(data_dir), mesh)
 
 
-def setup_run(data_dir: str, config, mnist=None, mesh=None) -> Run:
-  """The state, data and jitted functions of a run of `config` on `mesh` (default: every
-  device), as the trainer builds them; `mnist` reuses data already loaded."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from mnist_jax import epoch, input_pipeline, load_mnist, parallel  # pylint: disable=import-outside-toplevel
-  mnist = mnist or load_mnist(data_dir)
-  mesh = mesh or parallel.make_mesh()
-  replicated = parallel.replicated(mesh)
-  num_train = len(mnist["train"].labels)
-  steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
-  eval_batch_size = epoch.round_up_to_devices(config.eval_batch_size, mesh)
-  keys = parallel.replicate(epoch.run_keys(config), mesh)
-  fns = epoch.jit_epoch_functions(config, num_train, eval_batch_size, mesh)
-  return Run(
-      config=config, mesh=mesh, num_train=num_train, steps_per_epoch=steps_per_epoch,
-      train=input_pipeline.to_device(mnist["train"], mesh),
-      test=input_pipeline.to_device(mnist["test"], mesh),
-      test_order=parallel.replicate(input_pipeline.sequential_order(
-          len(mnist["test"].labels), eval_batch_size), mesh),
-      keys=keys, hyperparams=parallel.replicate(epoch.run_hyperparams(config), mesh), fns=fns,
-      state=epoch.init_state(config, keys.init, steps_per_epoch, replicated),
-      sums=parallel.replicate(epoch.zero_sums(config.num_runs), mesh),
-      order=fns.order(keys.data, parallel.replicate(np.int32(1), mesh)))
+class Stepper:
+  """Training steps of a run's first epoch from its initial state, one program each as
+  train.py runs them on CPU: `stepper(n)` runs n steps and waits for them."""
+
+  def __init__(self, run):
+    self.run, self.state, self.sums = run, run.state, run.zero_sums()
+    self.order, self.hyperparams = run.order(1), run.hyperparams(1)
+
+  def __call__(self, num_steps: int) -> None:
+    import jax  # pylint: disable=import-outside-toplevel
+    from mnist_jax import epoch  # pylint: disable=import-outside-toplevel
+    step = self.run.fns.train_steps(1)
+    for i in range(num_steps):
+      self.state, self.sums = step(self.state, self.sums, self.run.train, self.order,
+                                   self.run.keys.augment, self.hyperparams)
+      if (i + 1) % epoch.MAX_QUEUED_PROGRAMS == 0:
+        jax.block_until_ready(self.sums)
+    jax.block_until_ready(self.sums)

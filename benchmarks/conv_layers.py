@@ -2,23 +2,19 @@
 XLA's trace (benchmarks/profile_step.py) does not show, since XLA:CPU runs convolutions in
 Eigen's thread pool and traces only their dispatch.
 
-    python benchmarks/conv_layers.py --model tiny
+    python -m benchmarks.conv_layers --model tiny
 
 Per layer (train.py's XLA:CPU settings, one device, the whole batch): the forward pass
-through `mnist_jax.conv` and through XLA's own convolution, and the input and kernel
-gradients, in ms (best of 5 x 5 calls) and GFLOP/s; the input gradient also as one convolution
-with the full padding (`conv.ROW_SPLIT_UP_TO` 0), which the row split replaces for Net's
-conv3 and conv4.
+through `mnist_jax.conv` (the CPU formulation's) and through XLA's own convolution, and the
+input and kernel gradients, in ms (best of 5 x 5 calls) and GFLOP/s; the input gradient also as
+one convolution with the full padding (`conv.ROW_SPLIT_UP_TO` 0), which the row split replaces
+for Net's conv3 and conv4.
 """
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # pylint: disable=wrong-import-position
+from benchmarks import common
 
 # (input size, in channels, out channels, padding) of every convolution.
 LAYERS = {"tiny": [(28, 1, 20, "SAME"), (14, 20, 28, "SAME"), (7, 28, 64, "SAME")],
@@ -37,16 +33,6 @@ def best_ms(fn, *args) -> float:
     jax.block_until_ready(out)
     times.append((time.perf_counter() - start) / 5)
   return 1000 * min(times)
-
-
-def full_padding_ms(fn, *args) -> float:
-  """`best_ms` of `fn` traced with every input gradient as one full-padding convolution."""
-  from mnist_jax import conv  # pylint: disable=import-outside-toplevel
-  today, conv.ROW_SPLIT_UP_TO = conv.ROW_SPLIT_UP_TO, 0.0
-  try:
-    return best_ms(fn, *args)
-  finally:
-    conv.ROW_SPLIT_UP_TO = today
 
 
 def main():
@@ -72,12 +58,12 @@ def main():
     xla = jax.jit(lambda x, k, pads=pads: lax.conv_general_dilated(
         x, k, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")))
     dy = jax.random.normal(jax.random.key(2), ours(x, kernel).shape)
-    vjp = lambda wrt: jax.jit(lambda x, k, dy, pads=pads: jax.vjp(
-        lambda *a: conv.conv2d(*a, pads), x, k)[1](dy)[wrt])
+    vjp = lambda wrt, row_split=conv.ROW_SPLIT_UP_TO, pads=pads: jax.jit(lambda x, k, dy: jax.vjp(
+        lambda *a: conv.conv2d(*a, pads, None, row_split), x, k)[1](dy)[wrt])
     gflop = 2 * dy.size * 9 * c_in / 1e6  # per pass, in units that give GFLOP/s from ms
     row = {"forward": best_ms(ours, x, kernel), "forward (XLA's)": best_ms(xla, x, kernel),
            "input grad": best_ms(vjp(0), x, kernel, dy),
-           "input grad (full padding)": full_padding_ms(vjp(0), x, kernel, dy),
+           "input grad (full padding)": best_ms(vjp(0, row_split=0.0), x, kernel, dy),
            "kernel grad": best_ms(vjp(1), x, kernel, dy)}
     # A training step: the forward pass, the kernel gradient, and the input gradient
     # except for the first layer (its input is the data).

@@ -3,7 +3,7 @@ predictions each, as the page sends them (a 280x280 PNG per stroke). Prints p50/
 latency and predictions per second, then the server's peak resident memory (VmHWM); the
 numbers in docs/usage.md come from
 
-    python benchmarks/demo_load.py --clients 1 4 16 --requests 50
+    python -m benchmarks.demo_load --clients 1 4 16 --requests 50
 """
 
 import argparse

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issues #13 and #20 as one run, on a machine with an NVIDIA GPU, jax[cuda],
+# The GPU checks of issues #13, #20 and #34 as one run, on a machine with an NVIDIA GPU, jax[cuda],
 # flax, optax, orbax-checkpoint, torch and torchvision (TFDS is not needed: --data-dir):
 #
 #     bash benchmarks/gpu.sh DATA_DIR OUT_DIR
@@ -8,15 +8,16 @@
 #    to TF32 on this GPU under JAX's default precision (against precision=HIGHEST);
 # 2. the README's default run end to end (`train.py --model tiny --steps-per-decay 15`:
 #    TinyNet, batch 512, 20 epochs), from process start to exit, twice in one fresh
-#    compilation cache (the second start loads its programs), and the original README's
+#    compilation cache (the second start loads its programs) with `--formulation auto`
+#    (standard on a GPU), then once with `--formulation cpu`, and the original README's
 #    5-epoch experiment (`--config tiny_headline`) once;
 # 3. benchmarks/benchmark.py on the GPU, both sides: a training epoch and the test pass of
 #    each model, the 5-epoch experiment process start to exit (the original script trains on
 #    the GPU when PyTorch sees one, as main.py does);
-# 4. benchmarks/benchmark.py --steps: one training step against PyTorch eager,
-#    channels_last, torch.compile and idiomatic Flax;
-# 5. benchmarks/ab_steps.py with benchmarks/variants/xla_formulation.py: today's step
-#    against XLA's own convolutions and reductions, both models, in one process each.
+# 4. benchmarks/benchmark.py --steps: one training step (both formulations) against PyTorch
+#    eager, channels_last, torch.compile and idiomatic Flax;
+# 5. benchmarks/ab_steps.py --formulations standard cpu: the two formulations' steps
+#    alternating in one process, both models: what `--formulation auto` should pick here.
 # PARTS (default "machine train benchmark steps formulation") runs some of them;
 # STEP_VARIANTS (default all; names separated by ";") is passed to benchmark.py
 # --step-variants. Each part's output lands in OUT_DIR (eight files at most) as it runs, so a
@@ -108,20 +109,23 @@ part train && {
   run_train default-first --model tiny --steps-per-decay 15 --compilation-cache "$scratch/cache"
   echo "== the same, second start (the cache holds its programs)"
   run_train default-second --model tiny --steps-per-decay 15 --compilation-cache "$scratch/cache"
+  echo "== the same with the CPU formulation (its programs are not in the cache yet)"
+  run_train default-cpu-formulation --model tiny --steps-per-decay 15 --formulation cpu \
+      --compilation-cache "$scratch/cache"
   echo "== the original README's experiment"
   run_train headline --config tiny_headline --compilation-cache "$scratch/cache"
 } 2>&1 | tee "$out/train.txt"
 
-part benchmark && $python benchmarks/benchmark.py --data-dir "$data" --repeats 1 \
+part benchmark && $python -m benchmarks.benchmark --data-dir "$data" --repeats 1 \
     --out "$out/benchmark.json" 2>&1 | tee "$out/benchmark.txt"
 variants=()
 [[ -n "${STEP_VARIANTS:-}" ]] && IFS=';' read -ra variants <<< "$STEP_VARIANTS"
-part steps && $python benchmarks/benchmark.py --data-dir "$data" --steps --repeats 1 \
+part steps && $python -m benchmarks.benchmark --data-dir "$data" --steps --repeats 1 \
     --steps-per-block 20 ${variants[@]+--step-variants "${variants[@]}"} 2>&1 | tee "$out/steps.txt"
 if part formulation; then
   for model in tiny net; do
-    $python benchmarks/ab_steps.py --data-dir "$data" --model $model --rounds 8 --steps 20 \
-        --variants benchmarks/variants/xla_formulation.py
+    $python -m benchmarks.ab_steps --data-dir "$data" --model $model --rounds 8 --steps 20 \
+        --formulations standard cpu
   done 2>&1 | tee "$out/formulation.txt"
 fi
 rm -rf "$scratch"

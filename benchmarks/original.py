@@ -3,14 +3,14 @@ its DataLoader, Adam, and its training and test loops. The yardstick that
 benchmarks/benchmark.py measures mnist-jax against, and the reference models of
 tests/torch_parity_test.py.
 
-    python benchmarks/original.py --data-dir ../shared/data/mnist --model tiny --batch-size 256
+    python -m benchmarks.original --data-dir ../shared/data/mnist --model tiny --batch-size 256
 
 times one whole training epoch and one pass over the test set, and prints one JSON line. With `--full-run` it instead trains the original's whole recipe
 (Adam, StepLR stepped per epoch, the test pass after each epoch) once per seed,
 one seed after another, and writes every epoch's numbers to `--out` (JSON, rewritten
 after each epoch, so a cut-short run keeps what it finished):
 
-    python benchmarks/original.py --data-dir ../shared/data/mnist --full-run --seeds 8 \
+    python -m benchmarks.original --data-dir ../shared/data/mnist --full-run --seeds 8 \
         --batch-size 256 --lr 0.01 --epochs 5 --out benchmarks/out/original-headline.json
 
 `scripts/accuracy_table.py` sets it beside a mnist-jax run. Needs torch and
@@ -20,14 +20,12 @@ torchvision (requirements-benchmark.txt); the model classes alone need only torc
 import argparse
 import json
 import os
-import sys
 import time
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class TinyNet(nn.Module):

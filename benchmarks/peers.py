@@ -8,10 +8,7 @@ that many Adam steps on the one in-memory batch (already normalised: the peers' 
 pipeline is not timed) and returns when the last is done.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 TORCH_LAYOUTS = ("eager", "channels_last", "compile")
 
@@ -19,7 +16,7 @@ TORCH_LAYOUTS = ("eager", "channels_last", "compile")
 def torch_steps(model_name: str, images_NHWC, labels, lr: float, layout: str):
   import torch  # pylint: disable=import-outside-toplevel
   from torch.nn import functional as F  # pylint: disable=import-outside-toplevel
-  import original  # pylint: disable=import-outside-toplevel
+  from benchmarks import original  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
   model = original.MODELS[model_name]().train().to(original.DEVICE)
   x = torch.from_numpy(images_NHWC).permute(0, 3, 1, 2).contiguous().to(original.DEVICE)

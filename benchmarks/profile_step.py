@@ -1,6 +1,6 @@
 """Where a training step's time goes on this machine: XLA's own per-operation trace.
 
-    python benchmarks/profile_step.py --data-dir ../shared/data/mnist --model tiny
+    python -m benchmarks.profile_step --data-dir ../shared/data/mnist --model tiny
 
 Runs `epoch.train_batch` jitted as train.py runs it (its XLA:CPU settings; `--host-devices`
 as there), traces `--steps` steps with `jax.profiler` and prints the step's wall time,
@@ -11,7 +11,7 @@ XLA's metadata names; the optimized HLO stays in the folder it names last.
 Convolutions run in Eigen's thread pool, where the trace sees only their dispatch; pinned
 to one core with single-threaded Eigen they show in full (a device's share of a step):
 
-    XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 0 python benchmarks/profile_step.py \
+    XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 0 python -m benchmarks.profile_step \
       --data-dir ../shared/data/mnist --model tiny --batch-size 128
 """
 
@@ -22,13 +22,10 @@ import gzip
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # pylint: disable=wrong-import-position
+from benchmarks import common
 
 
 def main():
@@ -40,6 +37,7 @@ def main():
                       help="CPU devices (train.py: 2); 1 keeps the trace to one thread pool")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--top", type=int, default=15)
+  parser.add_argument("--formulation", default="auto", choices=("auto", "standard", "cpu"))
   args = parser.parse_args()
   batch_size = args.batch_size or (256 if args.model == "tiny" else 512)
   dump = tempfile.mkdtemp()
@@ -47,21 +45,22 @@ def main():
                              " --xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*train_batch.*")
   common.use_train_py_settings(batch_size, args.host_devices)
   import jax  # pylint: disable=import-outside-toplevel
-  from mnist_jax import Config  # pylint: disable=import-outside-toplevel
+  from mnist_jax import Config, Execution  # pylint: disable=import-outside-toplevel
 
-  run = common.setup_run(args.data_dir, Config(model=args.model, batch_size=batch_size))
+  run = common.build(args.data_dir, Config(model=args.model, batch_size=batch_size),
+                     Execution(formulation=args.formulation))
   train_batch = run.fns.train_steps(1)  # train.py's step: epoch.train_batch, jitted
-  state, sums = run.state, run.sums
-  split, order, augment_key = run.train, run.order, run.keys.augment
+  state, sums, hyperparams = run.state, run.zero_sums(), run.hyperparams(1)
+  split, order, augment_key = run.train, run.order(1), run.keys.augment
   for _ in range(3):
-    state, sums = train_batch(state, sums, split, order, augment_key, run.hyperparams)
+    state, sums = train_batch(state, sums, split, order, augment_key, hyperparams)
   jax.block_until_ready(sums)
 
   trace_dir = tempfile.mkdtemp()
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     start = time.perf_counter()
     for _ in range(args.steps):
-      state, sums = train_batch(state, sums, split, order, augment_key, run.hyperparams)
+      state, sums = train_batch(state, sums, split, order, augment_key, hyperparams)
     jax.block_until_ready(sums)
     wall_ms = 1000 * (time.perf_counter() - start) / args.steps
 

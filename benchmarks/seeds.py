@@ -1,7 +1,7 @@
 """What N runs cost against one: a training step of N seeds together, per way of
 mapping over the run axis, and of a sweep of N learning rates, beside N times one run's step.
 
-    python benchmarks/seeds.py --data-dir ../shared/data/mnist --seeds 8
+    python -m benchmarks.seeds --data-dir ../shared/data/mnist --seeds 8
 
 With train.py's XLA:CPU settings (mnist_jax.cpu) and its jitted step
 (`epoch.jit_epoch_functions`), TinyNet at batch 256 by default. Each variant times
@@ -14,13 +14,9 @@ backend's default map). Prints a table, the CPU first.
 
 import argparse
 import functools
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # pylint: disable=wrong-import-position
+from benchmarks import common
 
 
 def main():
@@ -36,7 +32,7 @@ def main():
   common.use_train_py_settings(args.batch_size)
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from mnist_jax import Config, epoch, input_pipeline, load_mnist  # pylint: disable=import-outside-toplevel
+  from mnist_jax import Config, Execution, epoch, input_pipeline, load_mnist, run_axis  # pylint: disable=import-outside-toplevel
 
   mnist = load_mnist(args.data_dir)
   base = Config(model=args.model, batch_size=args.batch_size, learning_rate=0.01)
@@ -54,11 +50,12 @@ def main():
       config = base.replace(sweep=(("learning_rate", tuple(
           float(f"{0.01 * 2 ** (k - args.seeds // 2):.3g}") for k in range(args.seeds))),))
     else:
-      config = base.replace(num_seeds=1 if variant == "one seed" else args.seeds,
-                            seed_map=variant if variant in ("vmap", "unroll") else None)
-    run = common.setup_run(args.data_dir, config, mnist)
+      config = base.replace(num_seeds=1 if variant == "one seed" else args.seeds)
+    execution = Execution(seed_map=variant if variant in ("vmap", "unroll") else None)
+    run = common.build(args.data_dir, config, execution, mnist)
     step = lax_map_step(run) if variant == "lax.map" else run.fns.train_steps(1)
-    return step, run.train, (run.state, run.sums, run.order, run.keys.augment, run.hyperparams)
+    return step, run.train, (run.state, run.zero_sums(), run.order(1), run.keys.augment,
+                             run.hyperparams(1))
 
   variants = ["one seed", "unroll", "vmap", "lax.map", "sweep"]
   compiled, times = {}, {v: [] for v in variants}
@@ -91,7 +88,7 @@ def main():
   for variant in variants:
     step_s = float(np.median(times[variant]))
     n = 1 if variant == "one seed" else args.seeds
-    runs = f" ({n} learning rates, {epoch.default_seed_map()})" if variant == "sweep" else (
+    runs = f" ({n} learning rates, {run_axis.default_seed_map()})" if variant == "sweep" else (
         "" if n == 1 else f" ({n} seeds)")
     print(f"| {variant}{runs} | {compiled[variant][1]:.1f} s "
           f"| {1000 * step_s:.0f} | {step_s * steps_per_epoch:.1f} s "

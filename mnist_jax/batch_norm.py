@@ -1,13 +1,12 @@
-"""BatchNorm as PyTorch's BatchNorm2d computes it, with a hand-written backward pass.
+"""The CPU formulation's BatchNorm (mnist_jax/cpu_formulation.py): PyTorch's BatchNorm2d
+with a hand-written backward pass.
 
-It holds the same variables as `flax.linen.BatchNorm` (params `scale`, `bias`;
-batch_stats `mean`, `var`) and computes the same numbers as
-`nn.BatchNorm(momentum=0.9, epsilon=1e-5, use_fast_variance=False)` (PyTorch's momentum 0.1), which
-tests/batch_norm_test.py checks in value, gradient and running statistics, masked
-or not. The difference is the gradient: autodiff differentiates through the batch
-mean and variance and leaves XLA ~10 channel reductions per layer, each a pass
-over the activations; the closed form below needs two. Its per-channel sums, forward
-and backward, are partly vector-matrix products (`sum_per_channel` says why).
+It holds the variables of `layers.BatchNorm` and computes its numbers, which
+tests/batch_norm_test.py checks in value, gradient and running statistics, masked or not.
+The difference is the gradient: autodiff differentiates through the batch mean and
+variance and leaves XLA ~10 channel reductions per layer, each a pass over the
+activations; the closed form below needs two. Its per-channel sums, forward and backward,
+are partly vector-matrix products (`sum_per_channel` says why).
 """
 
 from typing import Callable
@@ -17,9 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# A collection that, when the caller makes it mutable, receives each training-mode
-# batch's own mean and (biased) variance per layer: what precise BatchNorm averages.
-BATCH_MOMENTS = "batch_moments"
+from mnist_jax import layers
 
 
 def sum_per_channel(x_NHWC, weights_N):
@@ -31,7 +28,7 @@ def sum_per_channel(x_NHWC, weights_N):
   32 terms), and only those partial sums, 32x fewer, are left to XLA's reduction.
   TinyNet, 2 host devices, a step in ms: the forward statistics so, 112.0 -> 100.3 (one
   comparison); the backward's two sums too, 5-7% less again (docs/performance.md;
-  benchmarks/variants/bn_sums_as_reductions.py replaces this function to compare).
+  benchmarks/variants/bn_sums_as_reductions.py compares it with `sum_per_channel_reduced`).
   Longer product chains (all n*h*w rows in one product) round 10x worse than PyTorch's
   cascade sums (tests/torch_parity_test.py).
   """
@@ -40,6 +37,11 @@ def sum_per_channel(x_NHWC, weights_N):
   partial_GF = jnp.einsum("gk,gkf->gf", weights_N.reshape(n // group, group),
                             x_NHWC.reshape(n // group, group, h * w * c))
   return partial_GF.reshape(-1, c).sum(axis=0)
+
+
+def sum_per_channel_reduced(x_NHWC, weights_N):
+  """`sum_per_channel` as one XLA reduction (CpuFormulation(bn_sums_as_products=False))."""
+  return jnp.sum(x_NHWC * weights_N[:, None, None, None], axis=(0, 1, 2))
 
 
 def _signed_pool(x_NHWC, scale, pool):
@@ -54,24 +56,24 @@ def _signed_pool(x_NHWC, scale, pool):
   return sign_C * pool(sign_C * x_NHWC)
 
 
-def _normalize_fwd(x_NHWC, scale, bias, mask_N, epsilon, pool):
+def _normalize_fwd(x_NHWC, scale, bias, mask_N, epsilon, pool, sums):
   count = jnp.sum(mask_N) * x_NHWC.shape[1] * x_NHWC.shape[2]
-  mean = sum_per_channel(x_NHWC, mask_N) / count
+  mean = sums(x_NHWC, mask_N) / count
   # Two passes, as PyTorch: the variance of the centred values, biased (as Flax stores it).
-  var = sum_per_channel(jnp.square(x_NHWC - mean), mask_N) / count
+  var = sums(jnp.square(x_NHWC - mean), mask_N) / count
   inv_std = lax.rsqrt(var + epsilon)
   picked_NHWC = x_NHWC if pool is None else _signed_pool(x_NHWC, scale, pool)
   y_NHWC = (picked_NHWC - mean) * (inv_std * scale) + bias
   return (y_NHWC, mean, var), (x_NHWC, picked_NHWC, mean, inv_std, scale, mask_N, count)
 
 
-def _normalize_bwd(epsilon, pool, residuals, cotangents):
+def _normalize_bwd(epsilon, pool, sums, residuals, cotangents):
   del epsilon
   x_NHWC, picked_NHWC, mean, inv_std, scale, mask_N, count = residuals
   dy_NHWC = cotangents[0]  # mean and var leave only through stop_gradient
   every_image_N = jnp.ones(x_NHWC.shape[:1], x_NHWC.dtype)  # masked ones too, as autodiff
-  dbias = sum_per_channel(dy_NHWC, every_image_N)
-  dscale = sum_per_channel(dy_NHWC * ((picked_NHWC - mean) * inv_std), every_image_N)
+  dbias = sums(dy_NHWC, every_image_N)
+  dscale = sums(dy_NHWC * ((picked_NHWC - mean) * inv_std), every_image_N)
   if pool is not None:  # dy goes back to the positions the pool picked
     dy_NHWC = jax.vjp(lambda x: _signed_pool(x, scale, pool), x_NHWC)[1](dy_NHWC)[0]
   x_hat = (x_NHWC - mean) * inv_std
@@ -81,42 +83,35 @@ def _normalize_bwd(epsilon, pool, residuals, cotangents):
   return dx_NHWC, dscale, dbias, jnp.zeros_like(mask_N)
 
 
-_normalize = jax.custom_vjp(lambda x, s, b, m, eps, pool: _normalize_fwd(x, s, b, m, eps, pool)[0],
-                            nondiff_argnums=(4, 5))
+_normalize = jax.custom_vjp(
+    lambda x, s, b, m, eps, pool, sums: _normalize_fwd(x, s, b, m, eps, pool, sums)[0],
+    nondiff_argnums=(4, 5, 6))
 _normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
 class BatchNorm(nn.Module):
-  """Normalises NHWC activations per channel; `mask_N` leaves padded examples out.
+  """`layers.BatchNorm` with the closed-form backward; `mask_N` leaves padded examples out.
 
-  `momentum` weighs the new batch in the running averages, as PyTorch's does (Flax's
-  weighs the old average: its 0.9 is PyTorch's 0.1); an array (a run's value in a sweep) too.
   `pool`: a max pool applied to the output, computed before normalising (`_signed_pool`).
+  `sums_as_products`: the per-channel sums as `sum_per_channel` (else one reduction each).
   """
   use_running_average: bool
   momentum: float | jax.Array = 0.1
   epsilon: float = 1e-5
   pool: Callable | None = None
+  sums_as_products: bool = True
 
   @nn.compact
   def __call__(self, x_NHWC, mask_N=None):
-    features = x_NHWC.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (features,))
-    bias = self.param("bias", nn.initializers.zeros, (features,))
-    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,))
-    ra_var = self.variable("batch_stats", "var", jnp.ones, (features,))
+    scale, bias, ra_mean, ra_var = layers.batch_norm_variables(self, x_NHWC.shape[-1])
     if self.use_running_average:
       if self.pool is not None:
         x_NHWC = _signed_pool(x_NHWC, scale, self.pool)
       return (x_NHWC - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
     if mask_N is None:
       mask_N = jnp.ones(x_NHWC.shape[:1], x_NHWC.dtype)
+    sums = sum_per_channel if self.sums_as_products else sum_per_channel_reduced
     y_NHWC, mean, var = _normalize(x_NHWC, scale, bias, mask_N.astype(x_NHWC.dtype),
-                                   self.epsilon, self.pool)
-    if not self.is_initializing():
-      self.sow(BATCH_MOMENTS, "mean", mean, reduce_fn=lambda _, new: new)
-      self.sow(BATCH_MOMENTS, "var", var, reduce_fn=lambda _, new: new)
-      m = self.momentum
-      ra_mean.value = (1 - m) * ra_mean.value + m * lax.stop_gradient(mean)
-      ra_var.value = (1 - m) * ra_var.value + m * lax.stop_gradient(var)
+                                   self.epsilon, self.pool, sums)
+    layers.record_batch_moments(self, self.momentum, ra_mean, ra_var, mean, var)
     return y_NHWC

@@ -7,6 +7,8 @@ import os
 import platform
 import sys
 
+from mnist_jax.config import FORMULATIONS
+
 CACHE_ENV = "MNIST_JAX_COMPILATION_CACHE"  # a folder, or "off"
 # Programs that compile faster than this are not worth a file: each cache lookup costs a
 # hash of the program, and XLA:CPU compiles the smallest ones in a few ms.
@@ -30,11 +32,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:
-  """RUN_DIR, the folder train.py wrote, and which setting of a sweep answers."""
+  """RUN_DIR, the folder train.py wrote, which setting of a sweep answers, and how the model
+  computes (`inference.load_run`'s arguments)."""
   parser.add_argument("workdir", metavar="RUN_DIR", help="a folder train.py wrote")
   parser.add_argument("--setting", type=int, metavar="K",
                       help="a --sweep run: the seeds of setting K answer (sweep.csv lists "
                       "them); default: the best by final test accuracy")
+  parser.add_argument("--formulation", choices=FORMULATIONS, default="auto",
+                      help="how the model's layers are computed (train.py's flag: the same "
+                      "answers within float rounding, whichever the run trained with); "
+                      "default: auto")
 
 
 def default_cache_dir() -> str:

@@ -1,5 +1,6 @@
-"""2-D convolution (NHWC input, HWIO kernel, stride 1) with its backward pass written out
-as convolutions in that same layout: what XLA:CPU runs with its fast (Eigen) kernels.
+"""The CPU formulation's convolution (mnist_jax/cpu_formulation.py): 2-D, NHWC input, HWIO
+kernel, stride 1, with its backward pass written out as convolutions in that same layout:
+what XLA:CPU runs with its fast (Eigen) kernels.
 
 Why: XLA:CPU rewrites autodiff's gradient convolutions (kernel "OI", or batch and
 feature swapped) into that layout only at a program's top level. Inside a loop body
@@ -21,7 +22,7 @@ from jax import lax
 _NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 
 # An input gradient whose dy has at most this fraction of x's rows is computed row by row
-# (`_input_grad`); above it, as one convolution over dy with the full padding.
+# (`_input_grad`); above it, as one convolution over dy with the full padding. 0: never.
 ROW_SPLIT_UP_TO = 0.85
 
 
@@ -51,24 +52,27 @@ def _conv_forward(x_NHWC, kernel_HWIO, bias_O, pads):
   return jnp.stack(patches, axis=-1) @ weights_KO
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv2d(x_NHWC, kernel_HWIO, pads: tuple[tuple[int, int], ...], bias_O=None):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 4))
+def conv2d(x_NHWC, kernel_HWIO, pads: tuple[tuple[int, int], ...], bias_O=None,
+           row_split_up_to: float = ROW_SPLIT_UP_TO):
   """`lax.conv_general_dilated` at stride 1 with explicit (low, high) pads per spatial axis,
-  plus `bias_O` per output channel if given (what `flax.linen.Conv` computes)."""
+  plus `bias_O` per output channel if given (what `flax.linen.Conv` computes).
+  `row_split_up_to`: see ROW_SPLIT_UP_TO (only the backward pass's speed depends on it)."""
   return _conv_forward(x_NHWC, kernel_HWIO, bias_O, pads)
 
 
-def _conv2d_fwd(x_NHWC, kernel_HWIO, pads, bias_O):
+def _conv2d_fwd(x_NHWC, kernel_HWIO, pads, bias_O, row_split_up_to):
+  del row_split_up_to
   return _conv_forward(x_NHWC, kernel_HWIO, bias_O, pads), (x_NHWC, kernel_HWIO, bias_O)
 
 
-def _input_grad(dy_NHWC, kernel_HWIO, pads, height):
+def _input_grad(dy_NHWC, kernel_HWIO, pads, height, row_split_up_to):
   """dy correlated with the kernel turned 180 degrees, in and out swapped, padded so that
   every input position sees every kernel tap ("full" padding)."""
   kh, kw = kernel_HWIO.shape[:2]
   (top, bottom), (left, right) = ((k - 1 - low, k - 1 - high)
                                   for k, (low, high) in zip(kernel_HWIO.shape, pads))
-  if dy_NHWC.shape[1] > ROW_SPLIT_UP_TO * height:
+  if dy_NHWC.shape[1] > row_split_up_to * height:
     return _conv(dy_NHWC, jnp.flip(kernel_HWIO, (0, 1)).transpose(0, 1, 3, 2),
                  ((top, bottom), (left, right)))
   # Where dy has far fewer rows than x (unpadded convolutions of small images: Net's conv3
@@ -89,9 +93,9 @@ def _input_grad(dy_NHWC, kernel_HWIO, pads, height):
              for a in range(kh))
 
 
-def _conv2d_bwd(pads, residuals, dy_NHWC):
+def _conv2d_bwd(pads, row_split_up_to, residuals, dy_NHWC):
   x_NHWC, kernel_HWIO, bias_O = residuals
-  dx_NHWC = _input_grad(dy_NHWC, kernel_HWIO, pads, x_NHWC.shape[1])
+  dx_NHWC = _input_grad(dy_NHWC, kernel_HWIO, pads, x_NHWC.shape[1], row_split_up_to)
   # Kernel gradient: sum over n, h, w of x (shifted by the tap) times dy. As a convolution
   # in the same layout: input channels as the batch, images as the features, dy as the
   # kernel (its H x W as the window); the output's spatial axes are the 3x3 taps.

@@ -1,6 +1,8 @@
 """XLA:CPU settings that make training fast on a few CPU cores. `import mnist_jax` chooses
-the fast convolutions (unless JAX already runs, the user set that XLA option, or
-$MNIST_JAX_FAST_CONVOLUTIONS is 0); train.py also splits the CPU into host devices.
+the fast convolutions (unless the user set that XLA option, or $MNIST_JAX_FAST_CONVOLUTIONS
+is 0; an XLA flag, it takes effect only if JAX has not started its backends yet); train.py
+also splits the CPU into host devices. (The layers themselves are computed for XLA:CPU by the
+"cpu" formulation: mnist_jax/cpu_formulation.py.)
 Results are unchanged beyond float rounding (tests/cpu_test.py); no setting here
 changes anything on GPU or TPU.
 
@@ -10,8 +12,6 @@ within ~1e-6 (relative) with the default convolutions and ~1e-5 (one BatchNorm b
 """
 
 import os
-import sys
-import warnings
 
 # This jaxlib routes CPU convolutions to YNNPACK, whose weight gradients are slow
 # for these shapes; the empty fusion type sends them to Eigen instead. On 2 cores
@@ -37,22 +37,12 @@ SINGLE_THREAD_EIGEN_FLAG = "--xla_cpu_multi_thread_eigen=false"
 
 def use_fast_convolutions() -> None:
   """Adds FAST_CONV_FLAG to XLA_FLAGS unless the user set that option or opted out
-  ($MNIST_JAX_FAST_CONVOLUTIONS=0). `import mnist_jax` calls it: the flag takes effect when
-  JAX initialises its backends, so once they run it is too late, and a CPU user is told."""
-  if os.environ.get(FAST_CONV_ENV) == "0" or _user_set(FAST_CONV_FLAG):
+  ($MNIST_JAX_FAST_CONVOLUTIONS=0). `import mnist_jax` calls it. XLA reads its flags when JAX
+  starts its backends (at the first computation), so later it changes nothing: JAX offers
+  no public way to tell whether they run, so nothing warns of that (README, "Using the step
+  functions": import mnist_jax before running JAX code)."""
+  if os.environ.get(FAST_CONV_ENV) == "0":
     return
-  if "jax" in sys.modules:
-    from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
-    if xla_bridge.backends_are_initialized():
-      import jax  # pylint: disable=import-outside-toplevel
-      if jax.default_backend() == "cpu":
-        warnings.warn(
-            "mnist_jax was imported after JAX had started: CPU convolutions take XLA's "
-            "default path (a training step 1.6x as long for TinyNet, 3.7x for Net on 2 cores); "
-            "import mnist_jax before running JAX "
-            f"code, or set {FAST_CONV_ENV}=0 to keep that path without this warning",
-            stacklevel=3)
-      return
   _add_flag(FAST_CONV_FLAG)
 
 

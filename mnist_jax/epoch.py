@@ -1,11 +1,6 @@
 """What runs on the device each epoch: the training steps, the test pass and precise
-BatchNorm statistics, jitted for the device mesh, for one run or for many at once.
-
-Many runs (`Config.num_runs > 1`: many seeds, a sweep's settings, or both) are one leading
-array axis of everything a run owns (state, running sums, epoch order, keys,
-hyperparameters); the dataset is shared. Run `s * num_seeds + k` is setting s of the sweep
-with seed `seed+k`: the run that setting and seed give alone. How a function is mapped over
-that axis changes speed, not meaning (`SEED_MAPS`; `benchmarks/seeds.py` measures them).
+BatchNorm statistics, jitted for the device mesh, for one run or for many at once (a leading
+run axis: mnist_jax/run_axis.py).
 """
 
 import functools
@@ -13,45 +8,10 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from mnist_jax import augment, input_pipeline, models, parallel, steps, train_state
-from mnist_jax.batch_norm import BATCH_MOMENTS
-from mnist_jax.config import SEED_MAPS, SWEEPABLE, Config
-
-# SEED_MAPS: "vmap", one batched program, in which convolutions whose kernels carry the
-# run axis become grouped convolutions; "unroll", the runs one after another inside the
-# program, each computed as a single run computes it. (`lax.map`, a loop over the seeds
-# on the device, is slower than both on CPU and its convolutions round worse there:
-# benchmarks/seeds.py measures it.)
-
-
-def default_seed_map() -> str:
-  # XLA:CPU runs grouped convolutions and convolutions inside loops far slower than
-  # plain ones (TinyNet b256, 8 seeds: benchmarks/seeds.py, docs/usage.md "Many seeds"), so the
-  # CPU unrolls; GPUs and TPUs batch the runs into one wide program.
-  return "unroll" if jax.default_backend() == "cpu" else "vmap"
-
-
-def over_runs(fn: Callable, in_axes: tuple, num_runs: int, how: str,
-              spmd_axis_name: str | None = None) -> Callable:
-  """`fn` per run: arguments with in_axes 0 carry the run axis, None are shared.
-  `spmd_axis_name`: the mesh axis the run axis is split over (vmap only)."""
-  if num_runs == 1:
-    return fn  # no run axis at all: a single run is exactly what it always was
-  if how == "vmap":  # trailing arguments left out take their defaults, unmapped
-    return lambda *args: jax.vmap(fn, in_axes=in_axes[:len(args)],
-                                  spmd_axis_name=spmd_axis_name)(*args)
-  if how == "unroll":
-    return lambda *args: _stack([
-        fn(*(jax.tree.map(lambda x, k=k: x[k], a) if axis == 0 else a
-             for a, axis in zip(args, in_axes))) for k in range(num_runs)])
-  raise ValueError(f"unknown seed map {how!r}; choose one of {', '.join(SEED_MAPS)}")
-
-
-def _stack(trees: list):
-  """Trees of one structure as one tree with a new leading axis."""
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+from mnist_jax import augment, input_pipeline, models, parallel, run_axis, steps, train_state
+from mnist_jax.config import Config, Execution
+from mnist_jax.layers import BATCH_MOMENTS
 
 
 def default_steps_per_chunk(steps_per_epoch: int) -> int:
@@ -72,61 +32,34 @@ def chunk_lengths(steps_per_epoch: int, steps_per_chunk: int) -> list[int]:
   return [steps_per_chunk] * full + ([rest] if rest else [])
 
 
-def seed_values(config: Config) -> list[int]:
-  return [config.seed + k for k in range(config.num_seeds)]
-
-
-def run_seeds(config: Config) -> list[int]:
-  """Each run's seed: every setting of the sweep runs with the same seeds."""
-  return seed_values(config) * len(config.settings())
-
-
-def run_hyperparams(config: Config) -> dict[str, jax.Array]:
-  """Each run's values of the sweepable fields (`steps.train_step`'s `hyperparams`)."""
-  values = {name: [setting.get(name, getattr(config, name)) for setting in config.settings()
-                   for _ in range(config.num_seeds)] for name in SWEEPABLE}
-  arrays = {name: np.asarray(v, np.int32 if name == "step_size" else np.float32)
-            for name, v in values.items()}
-  return arrays if config.num_runs > 1 else {name: a[0] for name, a in arrays.items()}
-
-
-class RunKeys(NamedTuple):
-  init: jax.Array
-  data: jax.Array  # with the epoch number: that epoch's order
-  augment: jax.Array  # with the step number: that step's augmentation draws
-
-
-def run_keys(config: Config) -> RunKeys:
-  """Every random draw of a run derives from its seed (with a run axis for many runs)."""
-  keys = [RunKeys(*jax.random.split(jax.random.key(s), 3)) for s in run_seeds(config)]
-  return keys[0] if config.num_runs == 1 else _stack(keys)
-
-
-def _init_fn(config: Config, steps_per_epoch: int) -> Callable:
+def _init_fn(config: Config, formulation, steps_per_epoch: int) -> Callable:
   """init_key -> the run's initial state (a leading run axis for many runs)."""
-  init = functools.partial(train_state.create_train_state, model=models.get_model(config.model),
+  init = functools.partial(train_state.create_train_state,
+                           model=models.get_model(config.model, formulation),
                            config=config, steps_per_epoch=steps_per_epoch)
   # Random draws are elementwise in the key: vmapped they give each seed its own bits.
   return init if config.num_runs == 1 else jax.vmap(init)
 
 
-def init_state(config: Config, init_key, steps_per_epoch: int, sharding=None):
+def init_state(config: Config, formulation, init_key, steps_per_epoch: int, sharding=None):
   """A run's initial state, computed as one compiled program placed by `sharding` (op by
-  op, flax's initialisation of 8 seeds took 11 s on 2 cores: issue #22)."""
-  return _jitted_init(config, steps_per_epoch, sharding)(init_key)
+  op, flax's initialisation of 8 seeds took 11 s on 2 cores: issue #22). `formulation`:
+  the model's (`models.formulation_layers`), which the state's `apply_fn` keeps."""
+  return _jitted_init(config, formulation, steps_per_epoch, sharding)(init_key)
 
 
 @functools.cache  # traced and compiled once per (config, sharding), not at every call
-def _jitted_init(config: Config, steps_per_epoch: int, sharding):
-  return jax.jit(_init_fn(config, steps_per_epoch), out_shardings=sharding,
+def _jitted_init(config: Config, formulation, steps_per_epoch: int, sharding):
+  return jax.jit(_init_fn(config, formulation, steps_per_epoch), out_shardings=sharding,
                  compiler_options=train_state.init_compiler_options())
 
 
-def abstract_state(config: Config, sharding, steps_per_epoch: int = 1):
+def abstract_state(config: Config, formulation, sharding, steps_per_epoch: int = 1):
   """The run's state as `jax.ShapeDtypeStruct`s placed by `sharding`: a checkpoint's
-  restore template, traced (`jax.eval_shape`) with nothing computed. The optimizer's
-  schedule length changes no shape, so any `steps_per_epoch` gives the same template."""
-  shapes = jax.eval_shape(lambda: _init_fn(config, steps_per_epoch)(run_keys(config).init))
+  restore template, traced (`jax.eval_shape`) with nothing computed. Neither the
+  schedule's length nor the formulation changes a shape: any give the same template."""
+  shapes = jax.eval_shape(
+      lambda: _init_fn(config, formulation, steps_per_epoch)(run_axis.run_keys(config).init))
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                       shapes)
 
@@ -147,7 +80,7 @@ def train_batch(state, sums, split, order, augment_key, hyperparams=None, *,
   The batch position and the augmentation key follow from `state.step`, so the
   host sends nothing per step and a resumed run draws the same randomness. With a
   mesh, each device gathers and computes its own slice of the batch. `hyperparams`:
-  the run's (`run_hyperparams`); None: the state's optimizer's and the model's own.
+  the run's (`run_axis.run_hyperparams`); None: the optimizer's and the model's own.
   """
   batch = parallel.shard_batch(
       input_pipeline.get_batch(split, order, state.step % steps_per_epoch, batch_size), mesh)
@@ -265,26 +198,27 @@ def precise_bn_batches(config: Config, num_train: int) -> int:
   return max(1, min(config.precise_bn_batches, num_train // config.batch_size))
 
 
-def jit_epoch_functions(config: Config, num_train: int, eval_batch_size: int,
-                        mesh) -> EpochFunctions:
+def jit_epoch_functions(config: Config, execution: Execution, num_train: int,
+                        eval_batch_size: int, mesh) -> EpochFunctions:
   """The functions the loop runs, jitted for the mesh, the state and running sums donated.
   benchmarks/benchmark.py times these same functions. On a mesh with a `runs` axis, every
-  argument with a run axis is split over it (`parallel.per_run`) and must be given."""
+  argument with a run axis is split over it (`parallel.run_sharding`) and must be given."""
   replicated = parallel.replicated(mesh)
   steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
   runs_axis = parallel.runs_axis(mesh)
   # Runs split over devices are one batched program over that axis, whatever the backend.
-  n, how = config.num_runs, "vmap" if runs_axis else config.seed_map or default_seed_map()
+  n = config.num_runs
+  how = "vmap" if runs_axis else execution.seed_map or run_axis.default_seed_map()
 
   def jit(fn, in_axes, **kwargs):
     if runs_axis is None:
       return jax.jit(fn, in_shardings=replicated, out_shardings=replicated, **kwargs)
-    runs = parallel.per_run(mesh)
+    runs = parallel.run_sharding(mesh)
     return jax.jit(fn, in_shardings=tuple(runs if axis == 0 else replicated for axis in in_axes),
                    out_shardings=runs, **kwargs)
 
   def mapped(fn, in_axes):
-    return jit(over_runs(fn, in_axes, n, how, runs_axis), in_axes)
+    return jit(run_axis.over_runs(fn, in_axes, n, how, runs_axis), in_axes)
 
   def order(data_key, epoch):
     return input_pipeline.shuffled_order(jax.random.fold_in(data_key, epoch), num_train,
@@ -297,18 +231,10 @@ def jit_epoch_functions(config: Config, num_train: int, eval_batch_size: int,
       num_batches=precise_bn_batches(config, num_train),
       augment_images=config.precise_bn_augment)
   train_axes = (0, 0, None, 0, 0, 0)
-  train = over_runs(train, train_axes, n, how, runs_axis)
+  train = run_axis.over_runs(train, train_axes, n, how, runs_axis)
   return EpochFunctions(
       order=mapped(order, (0, None)),
       train_steps=functools.cache(lambda num_steps: jit(
           repeat_steps(train, num_steps), train_axes, donate_argnums=(0, 1))),
       evaluate=mapped(test, (0, None, None)),
       precise_batch_stats=mapped(precise, (0, None, 0, 0)) if config.precise_bn else None)
-
-
-def per_run(sums: steps.Metrics) -> tuple[np.ndarray, np.ndarray]:
-  """(mean loss, accuracy) per run, as float64 arrays (one entry for a single run)."""
-  sums = jax.device_get(sums)
-  count = np.maximum(np.atleast_1d(np.asarray(sums["count"], np.float64)), 1.0)
-  return (np.atleast_1d(np.asarray(sums["loss_sum"], np.float64)) / count,
-          np.atleast_1d(np.asarray(sums["correct"], np.float64)) / count)

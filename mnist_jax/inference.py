@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export
 
-from mnist_jax import augment, checkpointing, epoch, reporting
+from mnist_jax import augment, checkpointing, epoch, reporting, run_axis
 from mnist_jax.config import Config
 
 
@@ -28,20 +28,22 @@ class Model(NamedTuple):
   setting: str = ""  # for a sweep: which setting answers, and why that one
 
 
-def load_run(workdir: str, setting: int | None = None) -> Model:
+def load_run(workdir: str, setting: int | None = None, formulation="auto") -> Model:
   """The latest checkpoint of the run in `workdir`; CheckpointError when there is none.
   For a sweep, the seeds of its setting `setting` (default: the best by final test accuracy,
-  `reporting.ranked_settings`); ValueError for a setting it does not have."""
+  `reporting.ranked_settings`); ValueError for a setting it does not have. `formulation`:
+  how the model computes (`models.formulation_layers`), whichever the run trained with."""
   config_path = os.path.join(workdir, "config.json")
   if not os.path.isfile(config_path):
     raise checkpointing.CheckpointError(
         f"{workdir}: not a run folder (no config.json); give the folder train.py wrote")
   with open(config_path) as f:
-    config = Config(**json.load(f))
+    config = Config.from_dict(json.load(f))
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     raise checkpointing.CheckpointError(
         f"{workdir}: no checkpoints; train first, or give a run folder that finished an epoch")
-  template = epoch.abstract_state(config, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  template = epoch.abstract_state(config, formulation,
+                                  jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     state, progress = checkpointer.restore(template)
@@ -82,7 +84,7 @@ def probabilities(state, images_NHWC, num_seeds: int = 1) -> jax.Array:
     return one(state)
   # One trace for all seeds (vmap): at start-up, tracing each seed apart costs more than
   # the grouped convolutions XLA:CPU runs for a few pictures.
-  return jnp.mean(epoch.over_runs(one, (0,), num_seeds, "vmap")(state), axis=0)
+  return jnp.mean(run_axis.over_runs(one, (0,), num_seeds, "vmap")(state), axis=0)
 
 
 def predictor(model: Model):

@@ -40,7 +40,7 @@ def data_devices(mesh: Mesh) -> int:
   return mesh.shape[DATA_AXIS]
 
 
-def per_run(mesh: Mesh) -> NamedSharding:
+def run_sharding(mesh: Mesh) -> NamedSharding:
   """Arrays with a leading run axis: split over the `runs` axis if the mesh has one."""
   return NamedSharding(mesh, P(RUNS_AXIS)) if runs_axis(mesh) else replicated(mesh)
 

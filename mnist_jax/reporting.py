@@ -6,6 +6,7 @@ never leaves a half-written file behind.
 
 import json
 import os
+import time
 
 import flax.linen as nn
 import jax
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from mnist_jax.epoch import seed_values
+from mnist_jax.run_axis import seed_values
 
 
 def write_text(path: str, text: str) -> None:
@@ -64,6 +65,59 @@ def sweep_entries(config, per_setting: list[dict]) -> dict:
   return {"seeds": seed_values(config),
           "settings": [{"setting": setting, **entry}
                        for setting, entry in zip(config.settings(), per_setting)]}
+
+
+def epoch_record(config, epoch: int, metrics: dict[str, np.ndarray], learning_rates: list[float],
+                 seconds: dict) -> dict:
+  """An epoch's line of metrics.jsonl from per-run metrics (`run_axis.loss_and_accuracy`), each
+  run's learning rate in that epoch and the epoch's `EpochTimer.seconds`."""
+  n = config.num_seeds
+  per_setting = [{
+      **seed_statistics({k: v[i * n:(i + 1) * n] for k, v in metrics.items()}, seed_values(config)),
+      "learning_rate": learning_rates[i * n],
+  } for i in range(len(config.settings()))]
+  return {"epoch": epoch,
+          **(sweep_entries(config, per_setting) if config.sweep else per_setting[0]),
+          **seconds}
+
+
+class EpochTimer:
+  """Where an epoch's time goes: training (up to its metrics on the host), evaluation
+  (precise BatchNorm statistics apart), and in this process's first epoch the warm-up, from
+  the epoch's start to its first step done: compiling the step or loading it from the cache."""
+
+  def __init__(self, first_epoch: int):
+    self._first_epoch = first_epoch
+
+  def start(self, epoch: int) -> None:
+    self._epoch, self._start, self._first_step = epoch, time.perf_counter(), None
+    self._trained = self._evaluated = None
+
+  def step_done(self, bar, steps_done: int) -> None:
+    """`epoch.train_epoch`'s report: the progress bar, and the first step's time."""
+    if self._first_step is None:
+      self._first_step = (time.perf_counter(), seconds_since_process_start())
+    bar.update(steps_done - bar.n)
+
+  def trained(self) -> None:
+    self._trained = time.perf_counter()
+
+  def evaluated(self) -> None:
+    """The test pass is done; what follows is precise BatchNorm's."""
+    self._evaluated = time.perf_counter()
+
+  def seconds(self, num_images: int) -> dict:
+    now = time.perf_counter()
+    train_seconds = self._trained - self._start
+    record = {"epoch_seconds": train_seconds, "eval_seconds": now - self._trained,
+              "images_per_second": num_images / train_seconds}
+    if self._evaluated is not None:
+      record["precise_bn_seconds"] = now - self._evaluated
+    if self._epoch == self._first_epoch:
+      record["warmup_seconds"] = self._first_step[0] - self._start
+      if self._first_step[1] is not None:
+        record["process_start_to_first_step_seconds"] = self._first_step[1]
+    return record
 
 
 def accuracy_key(record: dict) -> str:

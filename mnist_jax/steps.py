@@ -37,10 +37,10 @@ def train_step(state, batch, rng: jax.Array, augment_images: bool = True,
   """One Adam step on the mean cross-entropy of the real examples in `batch`.
 
   `rng` drives the original's random train transform (crop+resize, rotation);
-  with `augment_images=False` images are only normalised. `hyperparams`: values of
-  `config.SWEEPABLE` fields for this step (scalars; under `jax.vmap`, one per run) in
-  place of the optimizer's own (`optim.create_optimizer`: its config's) and the model's
-  BatchNorm momentum (PyTorch's 0.1); a sweep is these as arrays.
+  with `augment_images=False` images are only normalised. `hyperparams`: this step's
+  `learning_rate`, in place of the optimizer's own schedule's value
+  (`optim.create_optimizer`), and the model's BatchNorm momentum `bn_momentum` (PyTorch's
+  0.1); scalars, or under `jax.vmap` one per run: a sweep (`run_axis.run_hyperparams`).
   Returns `(new_state, metrics)`; the input state is left as it was.
   """
   hyperparams = hyperparams or {}

@@ -1,7 +1,7 @@
 """Per-epoch test accuracy over seeds as a Markdown table (docs/results.md), with the
 original's full runs beside it and a two-sided Mann-Whitney p-value for the difference.
 
-    python scripts/accuracy_table.py runs/headline-8seeds \
+    python -m scripts.accuracy_table runs/headline-8seeds \
         --original benchmarks/out/original-headline.json
 
 RUN_DIR: one or more mnist-jax runs (a `--seeds N` run counts N times); --original: the

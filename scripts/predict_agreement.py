@@ -2,7 +2,7 @@
 image files four ways, each predicted through predict.py's path (file -> mnist_jax.preprocess
 -> the run's model), against the model's own answer on the images themselves.
 
-    python scripts/predict_agreement.py results --data-dir ../shared/data/mnist
+    python -m scripts.predict_agreement results --data-dir ../shared/data/mnist
 
 Sets: as they are (PNG); inverted (dark ink on white, PNG); scaled up to 280x280 and RGB
 (JPEG); pasted off-centre, scaled to 112x112, on a 400x300 light-grey canvas (PNG).
@@ -11,16 +11,14 @@ Sets: as they are (PNG); inverted (dark ink on white, PNG); scaled up to 280x280
 import argparse
 import logging
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-from PIL import Image  # pylint: disable=wrong-import-position
+import jax
+import numpy as np
+from PIL import Image
 
-from mnist_jax import inference, load_mnist, preprocess  # pylint: disable=wrong-import-position
+from mnist_jax import inference, load_mnist, preprocess
 
 
 def _canvas(digit_HW):

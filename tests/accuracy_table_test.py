@@ -1,13 +1,8 @@
 """scripts/accuracy_table.py: the Mann-Whitney p-value behind the comparisons in docs/results.md."""
 
-import sys
-
 import pytest
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from accuracy_table import mann_whitney_p  # pylint: disable=wrong-import-position
+from scripts.accuracy_table import mann_whitney_p
 
 
 def test_exact_p_values_of_separated_samples():

@@ -11,7 +11,8 @@ import jax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # train.py and configs/ live at the top level
+# The checkout's package first (over any installed copy), and benchmarks/, scripts/ as packages.
+sys.path.insert(0, str(ROOT))
 # In-process tests run JAX's default CPU convolutions (the parity tests need their
 # precision); the processes tests start (train.py, a plain `import mnist_jax`) choose
 # their own, Eigen's (mnist_jax.cpu).
@@ -79,11 +80,20 @@ def mnist(mnist_dir):
   return data.load_mnist(mnist_dir)
 
 
-def restore_run(workdir, config):
+def assert_trees_equal(a, b):
+  """Two pytrees of one structure (checked first: `zip` of leaves would stop at the shorter),
+  every leaf bitwise equal."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def restore_run(workdir, config, formulation="auto"):
   """`(state, progress)` from the latest checkpoint of the run in `workdir`."""
-  import jax
   from mnist_jax import checkpointing, epoch
-  template = epoch.abstract_state(config, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  template = epoch.abstract_state(config, formulation,
+                                  jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     return checkpointer.restore(template)

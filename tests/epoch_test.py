@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, assert_trees_equal
 from tolerance import assert_as_accurate, assert_trees_as_accurate, to_float64
-from mnist_jax import Config, TinyNet, augment, create_train_state, data, epoch, input_pipeline
-from mnist_jax.models import Conv3x3
+from mnist_jax import (Config, Execution, TinyNet, augment, create_train_state, data, epoch,
+                       input_pipeline, run_axis)
 
 # In a process with 4 CPU devices: 4 steps (batch 64) of 3 seeds (seed 5, 6, 7) trained together,
 # each seed map on one device and the default map on 4 devices; and a sweep, a 2x2 grid
@@ -29,7 +29,8 @@ import functools, json, sys
 import jax
 jax.config.update("jax_enable_x64", True)  # for the float64 yardstick; the rest stays float32
 import jax.numpy as jnp, numpy as np
-from mnist_jax import Config, data, epoch, input_pipeline, optim, parallel
+import optax
+from mnist_jax import Config, Execution, data, epoch, input_pipeline, optim, parallel, run_axis
 from mnist_jax.config import SEED_MAPS
 
 mnist = data.load_mnist(sys.argv[1])
@@ -39,29 +40,33 @@ seeds = Config(batch_size=64, seed=5, num_seeds=3, learning_rate=0.05)
 grid = seeds.replace(num_seeds=2, sweep=(("learning_rate", (0.05, 0.1)),
                                          ("bn_momentum", (0.1, 0.5))))
 
-# SGD under StepLR; the runs' learning rates come as hyperparameters. One object: the
-# optimizer is part of the state's structure, which a jitted function is compiled for.
-SGD = optim.scale_by_step_lr(4, 0.05, 15, 0.1)
+# SGD; the runs' learning rates come as hyperparameters (a sweep's from the trainer's own
+# run_hyperparams; a run alone is given its rate here). One object: the optimizer is part of
+# the state's structure, which a jitted function is compiled for.
+SGD = optim.scale_by_learning_rate(optax.constant_schedule(0.05))
 
 @functools.cache  # jitted once for all runs alone: seeds and hyperparameters are arguments
-def functions(program, devices):
-  mesh = parallel.make_mesh(jax.devices()[:devices], program.run_groups)
-  return mesh, epoch.jit_epoch_functions(program, 256, 250, mesh)
+def functions(program, execution, devices):
+  mesh = parallel.make_mesh(jax.devices()[:devices], execution.run_groups)
+  return mesh, epoch.jit_epoch_functions(program, execution, 256, 250, mesh)
 
-def train(config, devices, dtype=jnp.float32):
+def train(config, devices, dtype=jnp.float32, execution=Execution()):
   program = config.replace(seed=0, learning_rate=0.05, bn_momentum=0.1) if config.num_runs == 1 else config
-  mesh, fns = functions(program, devices)
-  keys = epoch.run_keys(config)
-  state = epoch.init_state(program, keys.init, 4)
+  mesh, fns = functions(program, execution, devices)
+  keys = run_axis.run_keys(config)
+  state = epoch.init_state(program, execution.formulation, keys.init, 4)
   cast = lambda tree: jax.tree.map(
       lambda v: jnp.asarray(v, dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
   init = jax.vmap(SGD.init) if config.num_runs > 1 else SGD.init  # a step count per run
   state = state.replace(params=cast(state.params), batch_stats=cast(state.batch_stats), tx=SGD,
                         opt_state=init(state.params))
   split_d = input_pipeline.to_device(split, mesh)
+  hyperparams = run_axis.run_hyperparams(config, 1, 4)
+  if config.num_runs == 1:
+    hyperparams["learning_rate"] = np.float32(config.learning_rate)
   state, keys, hyperparams, sums = parallel.place(
-      (state, keys, cast(epoch.run_hyperparams(config)), epoch.zero_sums(config.num_runs)),
-      parallel.per_run(mesh))
+      (state, keys, cast(hyperparams), epoch.zero_sums(config.num_runs)),
+      parallel.run_sharding(mesh))
   order = fns.order(keys.data, parallel.replicate(np.int32(1), mesh))
   for _ in range(4):
     state, sums = fns.train_steps(1)(state, sums, split_d, order, keys.augment, hyperparams)
@@ -73,22 +78,23 @@ def train(config, devices, dtype=jnp.float32):
 def alone(config):  # each run of the run axis trained alone, in float32 and float64
   return [[train(config.setting(s).replace(seed=seed, num_seeds=1), 1, dtype)
            for dtype in (jnp.float32, jnp.float64)]
-          for s in range(len(config.settings())) for seed in epoch.seed_values(config)]
+          for s in range(len(config.settings())) for seed in run_axis.seed_values(config)]
 
 results = {
     "seeds": {"alone": alone(seeds),
-              "together": {**{(how, 1): train(seeds.replace(seed_map=how), 1) for how in SEED_MAPS},
-                           (epoch.default_seed_map(), 4): train(seeds, 4)}},
+              "together": {**{(how, 1): train(seeds, 1, execution=Execution(seed_map=how))
+                              for how in SEED_MAPS},
+                           (run_axis.default_seed_map(), 4): train(seeds, 4)}},
     "sweep": {"alone": alone(grid),
-              "together": {("vmap", 1): train(grid.replace(seed_map="vmap"), 1),
-                           ("vmap", "2x2"): train(grid.replace(run_groups=2), 4)}},
+              "together": {("vmap", 1): train(grid, 1, execution=Execution(seed_map="vmap")),
+                           ("vmap", "2x2"): train(grid, 4, execution=Execution(run_groups=2))}},
 }
 np.save(sys.argv[2], results, allow_pickle=True)
 """
 
 
 @pytest.fixture(scope="module")
-def run_axis(mnist_dir, tmp_path_factory):
+def runs_together(mnist_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp("run-axis") / "runs.npy"
   env = dict(os.environ, PYTHONPATH=str(ROOT),
              XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -112,8 +118,8 @@ def _assert_each_run_is_the_run_alone(alone, together, what_runs):
 
 
 @pytest.mark.slow
-def test_seed_k_of_many_is_the_run_its_seed_gives_alone(run_axis):
-  alone, together = run_axis["seeds"]["alone"], run_axis["seeds"]["together"]
+def test_seed_k_of_many_is_the_run_its_seed_gives_alone(runs_together):
+  alone, together = runs_together["seeds"]["alone"], runs_together["seeds"]["together"]
   assert set(together) == {("vmap", 1), ("unroll", 1), ("unroll", 4)}
   moved = np.abs(alone[0][0][0]["fc"]["kernel"] - alone[1][0][0]["fc"]["kernel"]).max()
   assert moved > 1e-3  # the seeds differ
@@ -121,10 +127,10 @@ def test_seed_k_of_many_is_the_run_its_seed_gives_alone(run_axis):
 
 
 @pytest.mark.slow
-def test_each_run_of_a_sweep_is_that_setting_and_seed_alone(run_axis):
+def test_each_run_of_a_sweep_is_that_setting_and_seed_alone(runs_together):
   """2x2 grid x 2 seeds: run s*2+k is setting s (learning rate outer, momentum inner) with
   seed 5+k, vmapped on one device, and on a 2x2 mesh of 4 devices (runs x data)."""
-  alone, together = run_axis["sweep"]["alone"], run_axis["sweep"]["together"]
+  alone, together = runs_together["sweep"]["alone"], runs_together["sweep"]["together"]
   assert set(together) == {("vmap", 1), ("vmap", "2x2")}
   runs = [f"lr {lr} momentum {m} seed {seed}"
           for lr in (0.05, 0.1) for m in (0.1, 0.5) for seed in (5, 6)]
@@ -142,21 +148,18 @@ def test_the_compiled_initialisation_is_flax_init_op_by_op():
   compiled either way), so bitwise the same variables; with many seeds, seed k's state is
   its key's alone; and the structure is `abstract_state`'s, with nothing computed."""
   config = Config(num_seeds=2)
-  keys = epoch.run_keys(config)
+  keys = run_axis.run_keys(config)
   one_seed = lambda k: jax.tree.map(lambda x: x[k], keys.init)
-  compiled = epoch.init_state(config, keys.init, steps_per_epoch=5)
+  compiled = epoch.init_state(config, "auto", keys.init, steps_per_epoch=5)
   created = create_train_state(one_seed(1), TinyNet(), config, steps_per_epoch=5)
-  alone = epoch.init_state(config.replace(num_seeds=1), one_seed(1), steps_per_epoch=5)
+  alone = epoch.init_state(config.replace(num_seeds=1), "auto", one_seed(1), steps_per_epoch=5)
   op_by_op = TinyNet().init(one_seed(1), np.zeros((1, 28, 28, 1), np.float32))  # not jitted
-  for x, y in zip(jax.tree.leaves(op_by_op),
-                  jax.tree.leaves({"batch_stats": created.batch_stats, "params": created.params})):
-    np.testing.assert_array_equal(x, y)
+  assert_trees_equal(op_by_op, {"batch_stats": created.batch_stats, "params": created.params})
   arrays = lambda state: (state.params, state.batch_stats, state.opt_state, state.step)
-  for x, y, z in zip(*(jax.tree.leaves(arrays(s)) for s in (created, alone, compiled))):
-    np.testing.assert_array_equal(x, y)
-    np.testing.assert_array_equal(x, z[1])
+  assert_trees_equal(arrays(created), arrays(alone))
+  assert_trees_equal(arrays(created), jax.tree.map(lambda x: x[1], arrays(compiled)))
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = epoch.abstract_state(config, sharding)
+  abstract = epoch.abstract_state(config, "auto", sharding)
   assert jax.tree.structure(arrays(abstract)) == jax.tree.structure(arrays(compiled))
   for a, x in zip(jax.tree.leaves(arrays(abstract)), jax.tree.leaves(arrays(compiled))):
     assert (a.shape, a.dtype, a.sharding) == (x.shape, x.dtype, sharding)
@@ -167,7 +170,7 @@ def _batch_norm_inputs(state, images_BHWC):
   _, captured = state.apply_fn(
       {"params": state.params, "batch_stats": state.batch_stats}, augment.normalize(images_BHWC),
       train=True, mutable=["batch_stats", "intermediates"],
-      capture_intermediates=lambda module, _: isinstance(module, Conv3x3))
+      capture_intermediates=lambda module, _: module.name in ("conv1", "conv2", "conv3"))
   return {f"bn{i}": captured["intermediates"][f"conv{i}"]["__call__"][0] for i in (1, 2, 3)}
 
 
@@ -205,8 +208,9 @@ def first_steps(mnist):
   config = Config(batch_size=128)
   split = input_pipeline.to_device(
       data.Split(mnist["train"].images[:640], mnist["train"].labels[:640]))
-  keys = epoch.run_keys(config)
-  fns = epoch.jit_epoch_functions(config, 640, 1000, parallel.make_mesh(jax.devices()[:1]))
+  keys = run_axis.run_keys(config)
+  fns = epoch.jit_epoch_functions(config, Execution(), 640, 1000,
+                                  parallel.make_mesh(jax.devices()[:1]))
   return config, split, keys, fns, fns.order(keys.data, np.int32(1))
 
 
@@ -214,7 +218,7 @@ def _sgd_start(first_steps, dtype):
   """The initial state with SGD in `dtype`, and zero running sums of that type."""
   import optax  # pylint: disable=import-outside-toplevel
   config, _, keys, _, _ = first_steps
-  state = epoch.init_state(config, keys.init, steps_per_epoch=5)
+  state = epoch.init_state(config, "auto", keys.init, steps_per_epoch=5)
   sgd = optax.sgd(0.05)
   cast = lambda tree: jax.tree.map(lambda v: np.asarray(v, dtype), tree)
   state = state.replace(params=cast(state.params), batch_stats=cast(state.batch_stats), tx=sgd,

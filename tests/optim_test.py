@@ -1,11 +1,13 @@
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from conftest import require
-from mnist_jax import Config, optim
+from mnist_jax import Config, TinyNet, create_train_state, optim, train_step
 from tolerance import ADAM_RTOL, U32
 
 
@@ -22,7 +24,8 @@ def closed_form(lr, steps_per_epoch, step_size, gamma, step):
 @pytest.mark.parametrize("step_size, gamma", [(15, 0.1), (4, 0.5)])
 def test_schedule_equals_closed_form_for_40_epochs(batch_size, step_size, gamma):
   steps_per_epoch = math.ceil(60_000 / batch_size)
-  schedule = optim.step_lr_schedule(1e-3, steps_per_epoch, step_size, gamma)
+  schedule = optim.learning_rate_schedule(
+      Config(learning_rate=1e-3, step_size=step_size, gamma=gamma, num_epochs=40), steps_per_epoch)
   steps = np.arange(40 * steps_per_epoch)
   got = np.asarray(schedule(jnp.asarray(steps)))
   want = np.array([closed_form(1e-3, steps_per_epoch, step_size, gamma, s) for s in steps])
@@ -33,7 +36,8 @@ def test_schedule_equals_closed_form_for_40_epochs(batch_size, step_size, gamma)
 def test_schedule_equals_torch_step_lr(batch_size, step_size, gamma):
   torch = require("torch")
   steps_per_epoch = math.ceil(60_000 / batch_size)
-  schedule = optim.step_lr_schedule(0.01, steps_per_epoch, step_size, gamma)
+  schedule = optim.learning_rate_schedule(
+      Config(learning_rate=0.01, step_size=step_size, gamma=gamma, num_epochs=40), steps_per_epoch)
   param = torch.nn.Parameter(torch.zeros(1))
   optimizer = torch.optim.Adam([param], lr=0.01)
   scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
@@ -62,3 +66,27 @@ def test_optimizer_is_adam_with_pytorch_defaults():
   for _ in range(2):  # steps 1 and 2: epoch 0 then epoch 1 (rate halves)
     updates, state = tx.update(grads, state, params)
   np.testing.assert_allclose(updates, 0.05 * want, rtol=ADAM_RTOL)
+
+
+def test_the_rate_is_optax_piecewise_schedule_in_the_step_and_a_given_rate_replaces_it():
+  """One run's rate: `optax.piecewise_constant_schedule` (its unrolled boundaries: the
+  compiled step holds no loop; augmentation, which has loops of its own, left out). A sweep
+  run's rate, given as the extra argument `learning_rate`, replaces the schedule's."""
+  config = Config(learning_rate=0.1, step_size=4, gamma=0.5, num_epochs=40)
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=10)
+  want = optax.piecewise_constant_schedule(0.1, {e * 10: 0.5 for e in range(4, 40, 4)})
+  counts = jnp.arange(0, 400, 7)
+  np.testing.assert_array_equal(schedule(counts), want(counts))  # bitwise: the same function
+  state = create_train_state(jax.random.key(0), TinyNet(), config, steps_per_epoch=10)
+  batch = {"image": jnp.zeros((8, 28, 28, 1), jnp.uint8), "label": jnp.zeros(8, jnp.int32)}
+  hlo = jax.jit(train_step, static_argnames="augment_images").lower(
+      state, batch, jax.random.key(1), augment_images=False).as_text()
+  assert "while" not in hlo
+
+  tx = optim.create_optimizer(config, steps_per_epoch=10)
+  grads = jnp.array([1.0, -2.0])
+  opt_state = tx.init(grads)
+  for _ in range(45):  # into epoch 5: the schedule's rate is 0.05 now
+    own, opt_state = tx.update(grads, opt_state, grads)
+  given, _ = tx.update(grads, opt_state, grads, learning_rate=jnp.float32(0.2))
+  np.testing.assert_allclose(given, 0.2 / 0.05 * own, rtol=ADAM_RTOL)

@@ -10,13 +10,11 @@ import sys
 import time
 import warnings
 
-import jax
-import numpy as np
 import pytest
 
-from conftest import ROOT, restore_run
+from conftest import ROOT, assert_trees_equal, restore_run
 from tolerance import EPS32, SAME_ROUNDING_FACTOR
-from mnist_jax import Config, input_pipeline, train_and_evaluate
+from mnist_jax import Config, Execution, input_pipeline, train_and_evaluate
 
 FOUR_DEVICES = dict(os.environ, PYTHONPATH=str(ROOT),
                     XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -94,17 +92,22 @@ def test_four_devices_compute_what_one_does(mnist_dir):
   assert out["all_reduce_4"]  # gradients and BatchNorm statistics over the global batch
 
 
-def _config(mnist_dir, epochs):
+def _config(epochs):
   return Config(batch_size=128, num_epochs=epochs, num_train_examples=512,
-                num_test_examples=1000, data_dir=mnist_dir, learning_rate=0.01)
+                num_test_examples=1000, learning_rate=0.01)
+
+
+def _execution(mnist_dir):
+  return Execution(data_dir=mnist_dir, show_progress=False)
 
 
 RUN_SCRIPT = """
 import sys
-from mnist_jax import Config, train_and_evaluate
+from mnist_jax import Config, Execution, train_and_evaluate
 config = Config(batch_size=128, num_epochs=int(sys.argv[2]), num_train_examples=512,
-                num_test_examples=1000, data_dir=sys.argv[1], learning_rate=0.01)
-train_and_evaluate(config, sys.argv[3], resume=sys.argv[4] == "resume", show_progress=False)
+                num_test_examples=1000, learning_rate=0.01)
+train_and_evaluate(config, sys.argv[3], Execution(data_dir=sys.argv[1], show_progress=False),
+                   resume=sys.argv[4] == "resume")
 """
 
 
@@ -120,8 +123,8 @@ def _wait(proc: subprocess.Popen):
   assert proc.returncode == 0, err
 
 
-def _restore(workdir, mnist_dir, epochs):
-  return restore_run(workdir, _config(mnist_dir, epochs))
+def _restore(workdir, epochs):
+  return restore_run(workdir, _config(epochs))
 
 
 @pytest.mark.slow
@@ -129,12 +132,12 @@ def test_checkpoints_move_between_device_counts(tmp_path, mnist_dir):
   # Written on 4 devices (in another process, while this one trains the run below on 1),
   # restored and continued on 1.
   on_four = _start_on_four(mnist_dir, 1, tmp_path / "four", resume=False)
-  first = train_and_evaluate(_config(mnist_dir, 1), str(tmp_path / "one"), show_progress=False)
+  first = train_and_evaluate(_config(1), str(tmp_path / "one"), _execution(mnist_dir))
   _wait(on_four)
-  state, progress = _restore(tmp_path / "four", mnist_dir, 1)
+  state, progress = _restore(tmp_path / "four", 1)
   assert int(state.step) == 4 and len(progress["history"]) == 1
-  resumed = train_and_evaluate(_config(mnist_dir, 2), str(tmp_path / "four"), resume=True,
-                               show_progress=False)
+  resumed = train_and_evaluate(_config(2), str(tmp_path / "four"), _execution(mnist_dir),
+                               resume=True)
   assert int(resumed.step) == 8
 
   # Written on 1 device, continued on 4. Epoch 1 is carried over as written; epoch 2 goes
@@ -144,7 +147,7 @@ def test_checkpoints_move_between_device_counts(tmp_path, mnist_dir):
   # checked against one device above.
   written = json.loads((tmp_path / "one" / "metrics.jsonl").read_text())
   _wait(_start_on_four(mnist_dir, 2, tmp_path / "one", resume=True))
-  on_four, progress = _restore(tmp_path / "one", mnist_dir, 2)
+  on_four, progress = _restore(tmp_path / "one", 2)
   assert int(first.step) == 4 and int(on_four.step) == 8 and len(progress["history"]) == 2
   assert progress["history"][0] == written
   assert progress["history"][1]["train_loss"] < written["train_loss"]
@@ -272,9 +275,8 @@ def test_two_hosts_train_as_one_process_and_resume_after_losing_one(tmp_path, mn
   config = Config(batch_size=256, learning_rate=0.01, num_epochs=2)
   steps = input_pipeline.num_batches(4096, 256)
   (a, progress_a), (b, progress_b) = (restore_run(w, config) for w in (hosts, one))
-  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state, a.step)),
-                  jax.tree.leaves((b.params, b.batch_stats, b.opt_state, b.step))):
-    np.testing.assert_array_equal(x, y)
+  assert_trees_equal((a.params, a.batch_stats, a.opt_state, a.step),
+                     (b.params, b.batch_stats, b.opt_state, b.step))
   assert int(a.step) == 2 * steps
   untimed = lambda h: [{k: v for k, v in r.items() if not k.endswith(("seconds", "second"))}
                        for r in h]

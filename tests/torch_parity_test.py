@@ -6,7 +6,6 @@ These tests need torch; CI installs the CPU build and fails rather than skips th
 
 import copy
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,8 +14,8 @@ import pytest
 
 from conftest import require
 from mnist_jax import Config, Net, TinyNet, augment, from_torch_state_dict, optim, steps
-from mnist_jax.models import Conv3x3
-from tolerance import ADAM_RTOL, FLOAT64_PER_FLOAT32, U32, assert_as_accurate, gamma
+from probes import apply_with_conv_offsets, bias_gradient_bound, zero_conv_offsets
+from tolerance import ADAM_RTOL, FLOAT64_PER_FLOAT32, U32, assert_as_accurate
 
 torch = require("torch")
 F = torch.nn.functional
@@ -25,6 +24,7 @@ from benchmarks.original import Net as TorchNet, TinyNet as TorchTinyNet  # pyli
 
 
 PAIRS = [(TorchTinyNet, TinyNet), (TorchNet, Net)]
+FORMULATIONS = ("standard", "cpu")  # each checked against PyTorch on its own
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,9 @@ def test_conversion_needs_numpy_only():
   assert variables["params"]["conv2"]["kernel"].shape == (3, 3, 32, 64)
 
 
+@pytest.mark.parametrize("formulation", FORMULATIONS)
 @pytest.mark.parametrize("torch_cls, flax_cls", PAIRS)
-def test_eval_logits_match(images, torch_cls, flax_cls):
+def test_eval_logits_match(images, torch_cls, flax_cls, formulation):
   x_NHWC, x_NCHW = images
   model = _torch_model(torch_cls)
   with torch.no_grad():  # non-trivial BatchNorm running statistics for TinyNet
@@ -69,7 +70,8 @@ def test_eval_logits_match(images, torch_cls, flax_cls):
   with torch.no_grad():
     torch_logits = model(x_NCHW).numpy()
     exact = copy.deepcopy(model).double()(x_NCHW.double()).numpy()
-  got = flax_cls().apply(from_torch_state_dict(model.state_dict()), x_NHWC, train=False)
+  got = flax_cls(formulation=formulation).apply(from_torch_state_dict(model.state_dict()),
+                                                 x_NHWC, train=False)
   assert_as_accurate(got, torch_logits, exact, "logits")
 
 
@@ -82,12 +84,15 @@ def _relative(a, b):
 # rounding flips, so its float32 gradients are far from exact on every implementation
 # (PyTorch's own: 8e-4 to 1.4e-3 relative); Net is therefore compared in float64 on both
 # sides, which checks the same function with rounding 2**29 times finer.
+# The CPU formulation's step; the standard one's follows: tests/formulation_test.py checks the
+# two against each other, gradient by gradient, with the same float64 yardstick.
+@pytest.mark.parametrize("formulation", ["cpu"])
 @pytest.mark.parametrize("torch_cls, flax_cls, dtype", [
     (TorchTinyNet, TinyNet, jnp.float32), (TorchNet, Net, jnp.float64)])
 def test_train_step_loss_gradients_and_batch_stats_match(
-    mnist, images, torch_cls, flax_cls, dtype):
+    mnist, images, torch_cls, flax_cls, dtype, formulation):
   with jax.enable_x64(dtype == jnp.float64):
-    _check_train_step(mnist, images, torch_cls, flax_cls, dtype)
+    _check_train_step(mnist, images, torch_cls, flax_cls, dtype, formulation)
 
 
 def _torch_train_step(model, x_NCHW, labels):
@@ -101,7 +106,7 @@ def _torch_train_step(model, x_NCHW, labels):
           {k: v.double().numpy() for k, v in sd.items() if "running" in k})
 
 
-def _check_train_step(mnist, images, torch_cls, flax_cls, dtype):
+def _check_train_step(mnist, images, torch_cls, flax_cls, dtype, formulation):
   x_NHWC, x_NCHW = images
   labels = mnist["test"].labels[:64]
   model = _torch_model(torch_cls, seed=1)
@@ -110,27 +115,18 @@ def _check_train_step(mnist, images, torch_cls, flax_cls, dtype):
   exact = _torch_train_step(copy.deepcopy(model).double(), x_NCHW.double(), labels)
   reference = _torch_train_step(model, x_NCHW, labels)  # float32: the rounding yardstick
 
-  conv_outputs = {}  # the gradient reaching each conv's output: see the bias check below
-  def capture(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if isinstance(context.module, Conv3x3):
-      out = out + conv_outputs.get(context.module.name, jnp.zeros_like(out))
-    return out
+  model = flax_cls(formulation=formulation)
 
-  def loss_fn(params, perturbations):
-    conv_outputs.update(perturbations)
-    with nn.intercept_methods(capture):
-      logits, updates = flax_cls().apply({**variables, "params": params},
-                                         jnp.asarray(x_NHWC, dtype), train=True,
-                                         mutable=["batch_stats"])
+  def loss_fn(params, conv_offsets):  # their gradients: at each conv's output (bias check)
+    logits, updates = apply_with_conv_offsets(
+        model, {**variables, "params": params}, jnp.asarray(x_NHWC, dtype), conv_offsets,
+        train=True, mutable=["batch_stats"])
     sums = steps.metric_sums(logits, jnp.asarray(labels), jnp.ones(64, dtype))
     return sums["loss_sum"] / sums["count"], updates
 
-  zeros = {name: jnp.zeros(shape, dtype) for name, shape in _conv_output_shapes(
-      flax_cls, variables, x_NHWC).items()}
   (flax_loss, updates), (grads, conv_output_grads) = jax.value_and_grad(
-      loss_fn, argnums=(0, 1), has_aux=True)(variables["params"], zeros)
-  conv_outputs.clear()
+      loss_fn, argnums=(0, 1), has_aux=True)(
+          variables["params"], zero_conv_offsets(model, variables, x_NHWC, dtype))
 
   unit_ratio = FLOAT64_PER_FLOAT32 if dtype == jnp.float64 else 1.0
   check = lambda got, want, want_exact, what: assert_as_accurate(got, want, want_exact, what,
@@ -140,14 +136,15 @@ def _check_train_step(mnist, images, torch_cls, flax_cls, dtype):
   check(flax_loss, torch_loss, exact[0], "loss")
   for layer, leaves in grads.items():
     for name, g in leaves.items():
-      if flax_cls is TinyNet and layer.startswith("conv") and name == "bias":
-        # A bias followed by BatchNorm has zero gradient in exact arithmetic (PyTorch's
-        # float64 one is ~1e-17). Float32 leaves the rounding of the n-term sum of the
-        # gradient at the conv's output, g, whose own rounding sums to as much again.
-        g_out = np.asarray(conv_output_grads[layer], np.float64)
-        n = g_out.size // g_out.shape[-1]
-        bound = 4 * gamma(n) * np.abs(g_out).reshape(n, -1).sum(0)
-        assert np.all(np.abs(np.asarray(g)) <= bound), (layer, np.asarray(g), bound)
+      if layer.startswith("conv") and name == "bias":
+        # A conv's bias gradient is the n-term sum of the gradient at its output, g_out, over
+        # images and positions: its rounding is that sum's, and g_out's own rounding summed,
+        # as much again. (TinyNet's, followed by BatchNorm, is zero in exact arithmetic:
+        # rounding is all there is. Net's, in float64: a yardstick borrowed from PyTorch's
+        # float32 error is no bound for it, and this CPU's kernels fell just outside one.)
+        bound = bias_gradient_bound(conv_output_grads[layer], unit_ratio)
+        error = np.abs(np.asarray(g, np.float64) - exact[1][layer][name])
+        assert np.all(error <= bound), (layer, error, bound)
       else:
         check(g, torch_grads[layer][name], exact[1][layer][name], f"{layer}/{name}")
 
@@ -161,19 +158,6 @@ def _check_train_step(mnist, images, torch_cls, flax_cls, dtype):
       biased = lambda v: 0.9 + (v - 0.9) * (n - 1) / n
       check(updates["batch_stats"][layer]["var"], biased(torch_stats[f"{layer}.running_var"]),
             biased(exact[2][f"{layer}.running_var"]), f"{layer} var")
-
-
-def _conv_output_shapes(flax_cls, variables, x_NHWC):
-  shapes = {}
-  def record(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if isinstance(context.module, Conv3x3):
-      shapes[context.module.name] = out.shape
-    return out
-  with nn.intercept_methods(record):
-    jax.eval_shape(lambda v, x: flax_cls().apply(v, x, train=True, mutable=["batch_stats"]),
-                   variables, x_NHWC)
-  return shapes
 
 
 def test_adam_under_step_lr_matches_torch():

@@ -67,7 +67,7 @@ def test_two_seeds_end_to_end(tmp_path, mnist_dir):
   assert result.returncode == 0, result.stderr
   history = metrics(workdir)
   assert history[0]["seeds"] == [7, 8]
-  assert json.loads((workdir / "config.json").read_text())["steps_per_chunk"] == 3
+  assert json.loads((workdir / "config.json").read_text())["execution"]["steps_per_chunk"] == 3
   for record in history:
     for key in ("test_accuracy", "test_accuracy_precise_bn"):
       values = record["per_seed"][key]
@@ -76,9 +76,43 @@ def test_two_seeds_end_to_end(tmp_path, mnist_dir):
   assert len(epoch_lines) == 2 and all(l.count("±") == 3 for l in epoch_lines), result.stdout
   with Image.open(workdir / "training_curves.png") as png:
     assert png.size[0] > 500
-  table = subprocess.run([sys.executable, str(ROOT / "scripts" / "accuracy_table.py"), workdir],
+  table = subprocess.run([sys.executable, "-m", "scripts.accuracy_table", workdir], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
   assert "n=2" in table and "precise" in table
+
+
+def test_a_preset_file_of_ones_own_trains_from_another_folder(tmp_path, mnist_dir):
+  """`--config mine.py` (a file outside the repository, importing mnist_jax as a user's
+  would), run as `python -m mnist_jax` from that folder in a plain process: the recipe is
+  the file's, flags override it, and the run folder says so."""
+  (tmp_path / "mine.py").write_text(
+      "from mnist_jax import Config\n\n\ndef get_config():\n"
+      "  return Config(batch_size=128, learning_rate=0.02, num_epochs=1, "
+      "num_train_examples=512, num_test_examples=1000)\n")
+  env = dict(os.environ, PYTHONPATH=str(ROOT))  # what `pip install .` gives a user
+  result = subprocess.run(
+      [sys.executable, "-m", "mnist_jax", "--config", "mine.py", "--seed", "3", "--data-dir",
+       mnist_dir, "--workdir", "run", "--no-progress"], cwd=tmp_path, env=env,
+      capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert Config.from_dict(saved) == Config(batch_size=128, learning_rate=0.02, num_epochs=1,
+                                           num_train_examples=512, num_test_examples=1000, seed=3)
+  assert [r["epoch"] for r in metrics(tmp_path / "run")] == [1]
+
+
+def test_a_run_of_one_formulation_resumes_in_the_other(tmp_path, mnist_dir):
+  """`--formulation` reaches the model: a run trained with the standard formulation goes on
+  with the CPU one (the same variables), each recorded in config.json's execution."""
+  workdir = tmp_path / "run"
+  first = run(_small_args(workdir, mnist_dir, "--formulation", "standard"))
+  assert first.returncode == 0, first.stderr
+  assert json.loads((workdir / "config.json").read_text())["execution"]["formulation"] == "standard"
+  second = run(_small_args(workdir, mnist_dir, "--formulation", "cpu", "--resume", "--epochs", 2))
+  assert second.returncode == 0, second.stderr
+  assert json.loads((workdir / "config.json").read_text())["execution"]["formulation"] == "cpu"
+  history = metrics(workdir)
+  assert [r["epoch"] for r in history] == [1, 2] and history[1]["train_loss"] < history[0]["train_loss"]
 
 
 # ---- bad inputs: exit 2, one line on stderr naming the problem, nothing written ----
@@ -113,6 +147,14 @@ def _spoiled_data(spoil):
         shutil.copy(os.path.join(mnist_dir, name), folder)
     spoil(folder)
     return ["--data-dir", folder, "--epochs", 1]
+  return setup
+
+
+def _preset_file(text):
+  """A preset file with something wrong in it."""
+  def setup(tmp_path, mnist_dir, _):
+    (tmp_path / "preset.py").write_text(text)
+    return ["--config", tmp_path / "preset.py", "--data-dir", tmp_path / "absent"]
   return setup
 
 
@@ -206,7 +248,19 @@ BAD_INPUTS = {
     "precise BatchNorm without BatchNorm": (_flags("--model", "net", "--precise-bn"),
                                             "--precise-bn: Net has no BatchNorm"),
     "step sizes disagree": (_flags("--step-size", 3, "--steps-per-decay", 4), "--step-size"),
-    "unknown preset": (_flags("--config", "nope"), "--config"),
+    "unknown preset": (_flags("--config", "nope"), "--config: no preset 'nope'; choose one of"),
+    "preset file missing": (_flags("--config", "absent.py"), "--config: absent.py: no such file"),
+    "preset file without get_config": (
+        _preset_file("CONFIG = 1\n"), "defines no get_config()"),
+    "preset file of another type": (
+        _preset_file("def get_config():\n  return {'batch_size': 1}\n"),
+        "get_config() returned dict, not a mnist_jax.Config"),
+    "preset file that fails": (
+        _preset_file("def get_config():\n  return 1 / 0\n"), "ZeroDivisionError"),
+    "preset file with a bad value": (
+        _preset_file("from mnist_jax import Config\ndef get_config():\n"
+                     "  return Config(batch_size=0)\n"), "--batch-size: must be a positive"),
+    "unknown formulation": (_flags("--formulation", "gpu"), "--formulation: invalid choice"),
     "resume without workdir": (_flags("--resume"), "--resume"),
     "resume with no checkpoint": (
         lambda tmp_path, mnist_dir, _: _small_args(tmp_path / "empty", mnist_dir, "--resume"),

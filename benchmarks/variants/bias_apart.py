@@ -1,23 +1,14 @@
 """The convolutions' biases as before: added in a pass of their own after the convolution
 (for the first layer: after its product of patches) and their gradients as reductions over
-dy, against today's `conv.conv2d` with the bias (one more patch of ones in the first layer's
+dy, against today's bias with the kernel (one more patch of ones in the first layer's
 product; each bias's gradient from its kernel gradient's convolution):
 docs/performance.md "The bias with the kernel".
 
-    python benchmarks/ab_steps.py --data-dir ../shared/data/mnist \
+    python -m benchmarks.ab_steps --data-dir ../shared/data/mnist \
       --variants benchmarks/variants/bias_apart.py
 """
 
-from mnist_jax import conv
+from mnist_jax.cpu_formulation import CpuFormulation
 
-
-def bias_apart():
-  today = conv.conv2d
-  conv.conv2d = lambda x_NHWC, kernel_HWIO, pads, bias_O: today(x_NHWC, kernel_HWIO, pads) + bias_O
-
-  def undo():
-    conv.conv2d = today
-  return undo
-
-
-VARIANTS = {"bias apart (before)": bias_apart, "bias with the kernel (today)": None}
+VARIANTS = {"bias apart (before)": CpuFormulation(bias_with_kernel=False),
+            "bias with the kernel (today)": CpuFormulation()}

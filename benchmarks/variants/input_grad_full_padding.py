@@ -2,20 +2,11 @@
 today's row split for unpadded convolutions of small images (`conv.ROW_SPLIT_UP_TO`: Net's conv3
 and conv4): docs/performance.md "Input gradients without the padding's rows".
 
-    python benchmarks/ab_steps.py --data-dir ../shared/data/mnist --model net --steps 3 \
+    python -m benchmarks.ab_steps --data-dir ../shared/data/mnist --model net --steps 3 \
       --variants benchmarks/variants/input_grad_full_padding.py
 """
 
-from mnist_jax import conv
+from mnist_jax.cpu_formulation import CpuFormulation
 
-
-def full_padding():
-  today = conv.ROW_SPLIT_UP_TO
-  conv.ROW_SPLIT_UP_TO = 0.0
-
-  def undo():
-    conv.ROW_SPLIT_UP_TO = today
-  return undo
-
-
-VARIANTS = {"full padding (before)": full_padding, "row split (today)": None}
+VARIANTS = {"full padding (before)": CpuFormulation(row_split_up_to=0.0),
+            "row split (today)": CpuFormulation()}

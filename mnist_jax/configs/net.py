@@ -5,7 +5,7 @@
 Not yet measured to the end here: one epoch takes ~3.5 minutes on 2 CPU cores.
 """
 
-from configs import default
+from mnist_jax.configs import default
 
 
 def get_config():

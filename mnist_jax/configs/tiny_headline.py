@@ -8,7 +8,7 @@ the BatchNorm running statistics, 98.85% ± 0.14 (98.69-99.08) with precise ones
 the running statistics lag the weights at this learning rate, in the original too.
 """
 
-from configs import default
+from mnist_jax.configs import default
 
 
 def get_config():

@@ -1,1 +1,0 @@
-"""Presets: each module's `get_config()` returns a `mnist_jax.Config`."""
