@@ -7,7 +7,8 @@
 
 The file is `jax.export`'s serialized StableHLO of the eval-mode forward pass, the
 normalisation and the weights inside (a --precise-bn run's precise BatchNorm statistics).
-Exit status: 0 written, 2 bad input (one line on stderr; no file written).
+Exit status: 0 written, 2 bad input (one line on stderr; no file written; an existing --out is
+overwritten only with --force).
 """
 
 import logging
@@ -21,10 +22,15 @@ def main(argv=None) -> int:
   parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   cli.add_run_argument(parser)
   parser.add_argument("--out", required=True, help="the file to write")
+  parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
   parser.add_argument("--seed-index", type=int, default=0,
                       help="which seed of a --seeds run (0 = its first); default: 0")
   args = parser.parse_args(argv)
-  # Only now, so that --help and a bad flag are answered before JAX loads.
+  if os.path.exists(args.out) and not args.force:
+    print(f"export.py: error: {args.out} exists; pass --force to overwrite it, or choose "
+          "another --out", file=sys.stderr)
+    return 2
+  # Only now, so that --help and a bad flag and an existing file are answered before JAX loads.
   from mnist_jax import checkpointing, inference  # pylint: disable=import-outside-toplevel
   cli.use_compilation_cache(args.compilation_cache)
   logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's notes; failures come below

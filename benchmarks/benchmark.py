@@ -93,7 +93,7 @@ def measure_jax(args) -> dict:
   warmup_s = time.perf_counter() - start
 
   start = time.perf_counter()
-  state, sums = run.train_epoch(state, epoch=1)
+  state, sums, _ = run.train_epoch(state, epoch=1)
   jax.block_until_ready(sums)
   train_epoch_s = time.perf_counter() - start
   start = time.perf_counter()

@@ -113,21 +113,27 @@ MAX_QUEUED_PROGRAMS = 20
 
 def train_epoch(train_steps: Callable, state, sums, split, order, augment_key,
                 hyperparams=None, *, steps_per_epoch: int, steps_per_chunk: int,
-                report_every_steps: int, report: Callable[[int], None] = lambda steps_done: None):
+                report_every_steps: int, report: Callable[[int], None] = lambda steps_done: None,
+                start: int = 0, should_stop: Callable[[], bool] = lambda: False):
   """An epoch's steps from the host: `train_steps(num_steps)` (EpochFunctions.train_steps)
-  per chunk. Waits for the device and calls `report(steps_done)` after the first chunk
-  (compiled and run: the end of the warm-up), whenever another `report_every_steps` steps
-  are done, and at the end; nothing is fetched per step."""
-  done, queued = 0, 0
-  for num_steps in chunk_lengths(steps_per_epoch, steps_per_chunk):
+  per chunk, from `start` steps done (a run resumed in the middle of the epoch). Waits for
+  the device and calls `report(steps_done)` after the first chunk (compiled and run: the end
+  of the warm-up), whenever another `report_every_steps` steps are done, and at the end;
+  nothing is fetched per step. After each chunk, `should_stop()` may end the epoch early.
+  Returns `(state, sums, steps_done)`."""
+  done, queued = start, 0
+  for i, num_steps in enumerate(chunk_lengths(steps_per_epoch - start, steps_per_chunk)):
     state, sums = train_steps(num_steps)(state, sums, split, order, augment_key, hyperparams)
     done, queued = done + num_steps, queued + 1
+    stop = should_stop()
     if (done // report_every_steps > (done - num_steps) // report_every_steps
-        or done in (num_steps, steps_per_epoch) or queued == MAX_QUEUED_PROGRAMS):
+        or i == 0 or done == steps_per_epoch or queued == MAX_QUEUED_PROGRAMS or stop):
       sums["count"].block_until_ready()
       queued = 0
       report(done)
-  return state, sums
+    if stop:
+      break
+  return state, sums, done
 
 
 def evaluate(state, split, order, *, batch_size: int, mesh=None) -> steps.Metrics:

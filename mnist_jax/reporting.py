@@ -18,10 +18,17 @@ from mnist_jax.run_axis import seed_values
 
 
 def write_text(path: str, text: str) -> None:
+  """`text` into `path` whole, or not at all: an OSError (a full disk) names `path` and leaves
+  whatever was there before."""
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise OSError(e.errno, e.strerror, path) from e
 
 
 def write_json(path: str, obj) -> None:
@@ -228,9 +235,15 @@ def plot_curves(path: str, history: list[dict]) -> None:
 def _save(fig, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   tmp = f"{path}.tmp{os.getpid()}.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+  except OSError as e:  # as write_text
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise OSError(e.errno, e.strerror, path) from e
+  finally:
+    plt.close(fig)
 
 
 def count_params(params) -> int:

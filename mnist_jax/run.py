@@ -4,7 +4,7 @@ and scripts/ all build runs here, so that what they time or inspect is what trai
 
     run = build_run(Config(batch_size=256), Execution(data_dir="../shared/data/mnist"),
                     load_mnist("../shared/data/mnist"))
-    state, sums = run.train_epoch(run.state, epoch=1)
+    state, sums, _ = run.train_epoch(run.state, epoch=1)
     test_loss, test_accuracy = run_axis.loss_and_accuracy(run.evaluate(state))
 """
 
@@ -78,16 +78,20 @@ class Run:
   def zero_sums(self):
     return self._per_run(epoch_lib.zero_sums(self.config.num_runs))
 
-  def train_epoch(self, state, epoch: int, report: Callable[[int], None] = lambda done: None):
-    """`(state, metric sums)` after epoch `epoch`'s steps from `state` (which is donated).
-    `report(steps_done)`: see `epoch.train_epoch`."""
-    order, hyperparams, sums = self.order(epoch), self.hyperparams(epoch), self.zero_sums()
+  def train_epoch(self, state, epoch: int, report: Callable[[int], None] = lambda done: None,
+                  sums=None, start: int = 0, should_stop: Callable[[], bool] = lambda: False):
+    """`(state, metric sums, steps done)` after epoch `epoch`'s steps from `state` (which is
+    donated); from `start` steps done with their `sums` (a run stopped mid-epoch), and ended
+    early when `should_stop()`. `report(steps_done)`: see `epoch.train_epoch`."""
+    order, hyperparams = self.order(epoch), self.hyperparams(epoch)
+    sums = self.zero_sums() if sums is None else sums
     # Any implicit host<->device copy inside the loop would be a hidden sync: fail loudly.
     with jax.transfer_guard("disallow"):
       return epoch_lib.train_epoch(
           self.fns.train_steps, state, sums, self.train, order, self.keys.augment, hyperparams,
           steps_per_epoch=self.steps_per_epoch, steps_per_chunk=self.steps_per_chunk,
-          report_every_steps=self.execution.progress_every_steps, report=report)
+          report_every_steps=self.execution.progress_every_steps, report=report, start=start,
+          should_stop=should_stop)
 
   def evaluate(self, state):
     """Metric sums over the test split (per run)."""

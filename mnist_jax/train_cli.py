@@ -7,7 +7,9 @@
 
 Kept short on purpose: the work is `mnist_jax.train_and_evaluate(config, workdir, execution)`.
 Exit status: 0 done, 2 bad input (one line on stderr), 3 the loss diverged, 4 a process of a
-multi-host run was lost (resume every process with --resume).
+multi-host run was lost (resume every process with --resume), 5 a file could not be written
+(a full disk: free space, then --resume), 6 stopped by SIGTERM or SIGINT with a checkpoint of
+the step it stopped at (--resume continues from it). docs/usage.md "When things fail".
 """
 
 import argparse
@@ -16,6 +18,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import re
 import secrets
 import sys
 
@@ -107,6 +110,8 @@ def parse_args(argv=None, prog: str | None = None
     args.step_size = args.steps_per_decay
   if args.resume and args.workdir is None:
     parser.error("--resume needs --workdir: the run folder to continue")
+  if problem := multihost_problem(args):
+    parser.error(problem)
   try:
     changes = {field: getattr(args, flag) for flag, field in RECIPE_FLAGS.items()
                if getattr(args, flag) is not None}
@@ -119,6 +124,26 @@ def parse_args(argv=None, prog: str | None = None
   except (ValueError, ImportError, AttributeError, FileNotFoundError, TypeError) as e:
     parser.error(str(e))
   return args, config, execution
+
+
+def multihost_problem(args) -> str | None:
+  """What is wrong with the multi-host flags, checked before JAX starts (None: nothing)."""
+  explicit = (args.coordinator_address, args.num_processes, args.process_id)
+  if any(v is not None for v in explicit) and args.distributed:
+    return ("--distributed detects the cluster by itself; leave out --coordinator-address, "
+            "--num-processes and --process-id, or --distributed")
+  if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
+    return ("a multi-host run needs all of --coordinator-address HOST:PORT, --num-processes N "
+            "and --process-id I (or --distributed on a cluster JAX detects)")
+  if args.num_processes is not None and args.num_processes < 1:
+    return f"--num-processes: must be a positive integer, got {args.num_processes}"
+  if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
+    return (f"--process-id {args.process_id}: must lie in 0..{args.num_processes - 1} for "
+            f"--num-processes {args.num_processes}")
+  address = args.coordinator_address
+  if address is not None and not re.fullmatch(r"\S+:\d+", address):
+    return f"--coordinator-address {address!r}: expected HOST:PORT"
+  return None
 
 
 def parse_sweep(text: str) -> tuple[str, tuple]:
@@ -203,10 +228,18 @@ def main(argv=None, prog: str | None = None) -> int:
   cli.use_compilation_cache(execution.compilation_cache)
   addresses = None
   if args.distributed or args.coordinator_address:
-    addresses = parallel.initialize_distributed(args.coordinator_address, args.num_processes,
-                                                args.process_id, args.heartbeat_timeout)
-  # Orbax and TFDS log through absl; their failures reach the user as one line below.
+    try:
+      addresses = parallel.initialize_distributed(args.coordinator_address, args.num_processes,
+                                                  args.process_id, args.heartbeat_timeout)
+    except (ValueError, RuntimeError) as e:  # e.g. --distributed where JAX detects no cluster
+      print(f"{prog}: error: cannot join the multi-host run ({str(e).strip().splitlines()[0]}); "
+            "on a cluster JAX does not detect, give --coordinator-address, --num-processes and "
+            "--process-id", file=sys.stderr)
+      return 2
+  # Orbax and TFDS log through absl, orbax's abandoned background writes (a full disk) through
+  # asyncio; their failures reach the user as one line below.
   logging.getLogger("absl").setLevel(logging.CRITICAL)
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
   if args.workdir is None and jax.process_count() > 1:
     print(f"{prog}: error: a multi-host run needs --workdir (the same shared folder on every "
@@ -222,6 +255,13 @@ def main(argv=None, prog: str | None = None) -> int:
   except trainer.TrainingDiverged as e:
     print(f"{prog}: diverged: {e}", file=sys.stderr)
     return 3
+  except (trainer.WriteFailed, checkpointing.CheckpointWriteError) as e:
+    print(f"{prog}: error: {e}; free space (or make the folder writable) and run again with "
+          "--resume" if "--resume" not in str(e) else f"{prog}: error: {e}", file=sys.stderr)
+    return 5
+  except trainer.Stopped as e:
+    print(f"{prog}: {e}", file=sys.stderr)
+    return 6
   except trainer.ProcessLost as e:
     lost = parallel.lost_processes(e.__cause__, addresses)
     count = jax.process_count()

@@ -1,5 +1,8 @@
 """The training loop: `train_and_evaluate(config, workdir)` returns the final state."""
 
+import contextlib
+import dataclasses
+import fcntl
 import math
 import os
 import re
@@ -10,7 +13,7 @@ from jax.experimental import multihost_utils
 
 from mnist_jax import checkpointing
 from mnist_jax import data as data_lib
-from mnist_jax import models, reporting, run_axis
+from mnist_jax import models, reporting, run_axis, signals
 from mnist_jax import run as run_lib
 from mnist_jax.config import Config, Execution
 from mnist_jax.run import RunError  # pylint: disable=unused-import  # raised here too
@@ -26,7 +29,22 @@ class ProcessLost(Exception):
   checkpoint is kept; `__cause__` is the collective's error."""
 
 
-RUN_FILES = ("checkpoints", "metrics.jsonl", "config.json")
+class Stopped(Exception):
+  """A stop signal ended the run at a step boundary; a checkpoint of that step is kept."""
+
+
+class WriteFailed(Exception):
+  """A file of the run could not be written (a full disk, a read-only or vanished folder);
+  what was complete before is kept."""
+
+
+def holds_run(workdir: str) -> bool:
+  """Whether `workdir` holds a run to continue: its metrics or a checkpoint. (What a run that
+  failed in its first epoch leaves, config.json and an empty checkpoints/, does not count.)"""
+  checkpoints = os.path.join(workdir, "checkpoints")
+  return os.path.exists(os.path.join(workdir, "metrics.jsonl")) or (
+      os.path.isdir(checkpoints) and any(name.isdigit() or name == checkpointing.INTERRUPTED
+                                         for name in os.listdir(checkpoints)))
 
 
 def train_and_evaluate(config: Config, workdir: str, execution: Execution = Execution(),
@@ -35,48 +53,113 @@ def train_and_evaluate(config: Config, workdir: str, execution: Execution = Exec
   """Trains and evaluates per the recipe `config`, computed as `execution` says; writes
   metrics, curves and checkpoints to `workdir`.
 
-  With `resume`, continues from the latest checkpoint in `workdir`, whose recipe must be
-  this one (more epochs allowed); without it, a `workdir` that already holds a run is
-  refused rather than overwritten. Nothing is written before the data has loaded.
-  `datasets`: MNIST's splits as `load_mnist` returns them, when the caller has them
-  already; default: loaded per `execution`.
+  With `resume`, continues from the newest intact checkpoint in `workdir` (an epoch's, or the
+  one a stop signal left in the middle of the next epoch), whose recipe must be this one (more
+  epochs allowed); without it, a `workdir` that already holds a run is refused rather than
+  overwritten. Nothing is written before the data has loaded. `datasets`: MNIST's splits as
+  `load_mnist` returns them, when the caller has them already; default: loaded per `execution`.
+  SIGTERM and SIGINT stop the run at the next step boundary with a checkpoint of it (Stopped).
   """
-  holds_run = any(os.path.exists(os.path.join(workdir, f)) for f in RUN_FILES)
+  found = holds_run(workdir)
   if jax.process_count() > 1:  # process 0's look, taken before it writes, decides for all:
     # a process that looked later would see the run just started and refuse alone
-    holds_run = bool(multihost_utils.broadcast_one_to_all(np.int32(holds_run)))
-  if not resume and holds_run:
+    found = bool(multihost_utils.broadcast_one_to_all(np.int32(found)))
+  if not resume and found:
     raise RunError(f"{workdir}: already holds a run; pass --resume to continue it "
                    "or choose another --workdir")
-  mesh = run_lib.make_mesh(config, execution)
-  if resume and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if resume and not found:
     raise checkpointing.CheckpointError(
         f"{workdir}: no checkpoints to resume from; run without --resume to start training")
+  mesh = run_lib.make_mesh(config, execution)
   if datasets is None:
     datasets = data_lib.load_mnist(execution.data_dir, execution.mnist_url)
   run_lib.check_data(config, datasets)  # before anything is written
 
   os.makedirs(workdir, exist_ok=True)
-  checkpointer = checkpointing.Checkpointer(
-      os.path.join(workdir, "checkpoints"), execution.keep_checkpoints)
-  lost = False
-  try:
-    if resume:  # the recipe is checked before any array is restored
-      progress = checkpointer.restore_progress()
-      if problem := config.resume_problem(Config.from_dict(progress["config"]),
-                                          len(progress["history"])):
-        raise RunError(problem)
-    run = run_lib.build_run(config, execution, datasets, mesh,
-                            checkpointer if resume else None)
-    return _train(run, workdir, checkpointer)
-  except jax.errors.JaxRuntimeError as e:
-    if jax.process_count() == 1:
+  with _only_run_in(workdir), signals.StopRequests() as stop:
+    if not resume and jax.process_count() == 1 and holds_run(workdir):  # (one that just ended)
+      raise RunError(f"{workdir}: already holds a run; pass --resume to continue it "
+                     "or choose another --workdir")
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"), execution.keep_checkpoints)
+    try:
+      if resume:
+        run, sums, start = _resumed_run(config, execution, datasets, mesh, checkpointer)
+      else:
+        run, sums, start = run_lib.build_run(config, execution, datasets, mesh), None, 0
+      state = _train(run, workdir, checkpointer, stop, sums, start)
+    except jax.errors.JaxRuntimeError as e:
+      if jax.process_count() == 1:
+        _close_quietly(checkpointer)
+        raise
+      # No waiting for a save in flight: it would wait for the lost process too.
+      raise ProcessLost(_process_lost_message(e, checkpointer)) from e
+    except OSError as e:  # metrics, plots, config: the checkpoints are orbax's (below)
+      _close_quietly(checkpointer)
+      raise WriteFailed(f"cannot write {e.filename or 'a file'} ({e.strerror}); "
+                        f"{_kept(checkpointer)}; free space and run again with --resume") from e
+    except BaseException:
+      _close_quietly(checkpointer)
       raise
-    lost = True
-    raise ProcessLost(_process_lost_message(e, checkpointer)) from e
-  finally:
-    if not lost:  # waiting for a save in flight would wait for the lost process too
-      checkpointer.close()  # waits for the last asynchronous save
+    checkpointer.close()  # waits for the last asynchronous save and writes its checksums
+  return state
+
+
+@contextlib.contextmanager
+def _only_run_in(workdir: str):
+  """An exclusive lock on `workdir` for the run (process 0's, in a multi-host run): a second
+  train.py started into the same folder at the same moment is refused, not mixed in."""
+  if jax.process_index() != 0:
+    yield
+    return
+  with open(os.path.join(workdir, ".lock"), "a") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      raise RunError(f"{workdir}: another train.py is running in it; wait for it to end, or "
+                     "choose another --workdir") from None
+    yield
+
+
+def _close_quietly(checkpointer: checkpointing.Checkpointer) -> None:
+  """Closes the checkpointer while another error is on its way (which is the one to report)."""
+  try:
+    checkpointer.close()
+  except Exception:  # pylint: disable=broad-except
+    pass
+
+
+def _kept(checkpointer: checkpointing.Checkpointer) -> str:
+  epoch = checkpointer.latest_complete_epoch()
+  return (f"the checkpoint of epoch {epoch} is kept in {checkpointer.directory}"
+          if epoch is not None else "no checkpoint was complete yet")
+
+
+def _resumed_run(config: Config, execution: Execution, datasets: dict, mesh,
+                 checkpointer: checkpointing.Checkpointer):
+  """`(run, sums, steps done)` continuing the newest intact checkpoint: an epoch's, or the
+  one a stop signal left in the epoch after it (then with that epoch's running sums). The
+  recipe is checked against the saved one before any array is restored."""
+  progress = checkpointer.restore_progress() if checkpointer.epochs() else None
+  epochs_done = len(progress["history"]) if progress else 0
+  stopped = checkpointer.interrupted_progress()
+  if stopped is not None and stopped["epoch"] != epochs_done + 1:
+    stopped = None  # a stop in an epoch that later completed (its checkpoint is newer)
+  saved = stopped or progress
+  if saved is None:
+    raise checkpointing.CheckpointError(f"{checkpointer.directory}: no checkpoint to resume "
+                                        "from; run without --resume to start training")
+  if problem := config.resume_problem(Config.from_dict(saved["config"]), epochs_done):
+    raise RunError(problem)
+  run = run_lib.build_run(config, execution, datasets, mesh,
+                          checkpointer if progress else None)
+  if stopped is not None:
+    restored = checkpointer.restore_interrupted(run.state, run.zero_sums())
+    if restored is not None:  # (else it was damaged and moved aside: the epoch starts over)
+      state, sums, _ = restored
+      return dataclasses.replace(run, state=state, history=stopped["history"]), sums, \
+          stopped["steps_done"]
+  return run, None, 0
 
 
 def _process_lost_message(error: Exception, checkpointer: checkpointing.Checkpointer) -> str:
@@ -90,8 +173,10 @@ def _process_lost_message(error: Exception, checkpointer: checkpointing.Checkpoi
   return f"{cause}; {kept}; start every process again with --resume"
 
 
-def _train(run: run_lib.Run, workdir: str, checkpointer: checkpointing.Checkpointer) -> TrainState:
-  """The epochs from the run's state on: train, evaluate, record, checkpoint."""
+def _train(run: run_lib.Run, workdir: str, checkpointer: checkpointing.Checkpointer,
+           stop: signals.StopRequests, sums=None, start: int = 0) -> TrainState:
+  """The epochs from the run's state on (from `start` steps into the first, with their `sums`):
+  train, evaluate, record, checkpoint."""
   config, state, history = run.config, run.state, list(run.history)
   writes_files = jax.process_index() == 0  # one writer in a multi-host run
   if writes_files:
@@ -106,8 +191,16 @@ def _train(run: run_lib.Run, workdir: str, checkpointer: checkpointing.Checkpoin
     timer.start(epoch)
     with reporting.progress_bar(run.steps_per_epoch, epoch, disable=not (
         run.execution.show_progress and writes_files)) as bar:
-      state, sums = run.train_epoch(state, epoch, report=lambda done: timer.step_done(bar, done))
-      train_loss, train_accuracy = run_axis.loss_and_accuracy(sums)
+      state, sums, done = run.train_epoch(state, epoch, lambda done: timer.step_done(bar, done),
+                                          sums, start, stop.requested)
+    if done < run.steps_per_epoch:
+      checkpointer.save_interrupted(state, sums, {"history": history, "config": config.to_dict(),
+                                                  "epoch": epoch, "steps_done": done})
+      raise Stopped(f"{stop.signal or 'a stop signal'}: stopped after step {done} of "
+                    f"{run.steps_per_epoch} in epoch {epoch}; a checkpoint of it is kept in "
+                    f"{checkpointer.directory}; run again with --resume to continue from it")
+    train_loss, train_accuracy = run_axis.loss_and_accuracy(sums)
+    sums, start = None, 0
     timer.trained()
     if not np.all(np.isfinite(train_loss)):
       raise TrainingDiverged(_diverged_message(config, train_loss, epoch, checkpointer))
@@ -141,8 +234,9 @@ def _train(run: run_lib.Run, workdir: str, checkpointer: checkpointing.Checkpoin
 
 def _diverged_message(config: Config, train_loss, epoch: int,
                       checkpointer: checkpointing.Checkpointer) -> str:
-  diverged = [run for run, loss in zip(reporting.run_names(config), train_loss)
+  diverged = [f"{run} ({loss:g})" for run, loss in zip(reporting.run_names(config), train_loss)
               if not math.isfinite(loss)]
-  return (f"the training loss became {train_loss.tolist()} in epoch {epoch} "
-          f"({', '.join(diverged)}); the last good checkpoint (epoch {epoch - 1}) is "
-          f"kept in {checkpointer.directory}; lower --lr and start a new run")
+  kept = (f"the last good checkpoint (epoch {epoch - 1}) is kept in {checkpointer.directory}; "
+          "lower --lr and start a new run in another --workdir" if epoch > 1 else
+          "no checkpoint was made; lower --lr and start again (in this --workdir too)")
+  return f"the training loss became non-finite in epoch {epoch}: {', '.join(diverged)}; {kept}"

@@ -74,9 +74,16 @@ def main():
   parser.add_argument("workdirs", nargs="+", metavar="RUN_DIR")
   parser.add_argument("--original", help="JSON of benchmarks/original.py --full-run")
   args = parser.parse_args()
-  ours = mnist_jax_accuracies(args.workdirs, "test_accuracy")
-  precise = mnist_jax_accuracies(args.workdirs, "test_accuracy_precise_bn")
-  theirs = original_accuracies(args.original) if args.original else {}
+  try:
+    ours = mnist_jax_accuracies(args.workdirs, "test_accuracy")
+    precise = mnist_jax_accuracies(args.workdirs, "test_accuracy_precise_bn")
+    theirs = original_accuracies(args.original) if args.original else {}
+  except OSError as e:
+    parser.exit(2, f"accuracy_table.py: error: {e.filename}: {e.strerror}; give a run folder "
+                "train.py wrote (and --original a file benchmarks/original.py --full-run wrote)\n")
+  except (ValueError, KeyError, TypeError) as e:
+    parser.exit(2, f"accuracy_table.py: error: a file is not what train.py or original.py "
+                f"writes ({type(e).__name__}: {e})\n")
   header = ["epoch", "mnist-jax test accuracy % (mean ± std (min-max))"]
   if precise:
     header.append("mnist-jax, precise BatchNorm statistics")

@@ -12,7 +12,8 @@ import argparse
 import json
 import os
 
-from mnist_jax import Config, Execution, checkpointing, epoch, load_mnist, run, run_axis
+from mnist_jax import (Config, DataError, Execution, checkpointing, epoch, load_mnist, run,
+                       run_axis)
 
 
 def main():
@@ -21,11 +22,17 @@ def main():
   parser.add_argument("--data-dir", required=True)
   parser.add_argument("--batches", type=int, help="default: the run's precise_bn_batches")
   args = parser.parse_args()
-  with open(os.path.join(args.workdir, "config.json")) as f:
-    config = Config.from_dict(json.load(f)).replace(precise_bn=True)
-  if args.batches:
-    config = config.replace(precise_bn_batches=args.batches)
-  mnist = load_mnist(args.data_dir)
+  try:
+    with open(os.path.join(args.workdir, "config.json")) as f:
+      config = Config.from_dict(json.load(f)).replace(precise_bn=True)
+    if args.batches:
+      config = config.replace(precise_bn_batches=args.batches)
+    mnist = load_mnist(args.data_dir)
+  except OSError as e:
+    parser.exit(2, f"precise_bn.py: error: {e.filename}: {e.strerror}; give a run folder "
+                "train.py wrote\n")
+  except (DataError, ValueError) as e:
+    parser.exit(2, f"precise_bn.py: error: {e}\n")
   checkpointer = checkpointing.Checkpointer(os.path.join(args.workdir, "checkpoints"))
   try:
     runs = {name: run.build_run(config.replace(precise_bn_augment=augment), Execution(), mnist,

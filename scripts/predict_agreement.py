@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from mnist_jax import inference, load_mnist, preprocess
+from mnist_jax import DataError, checkpointing, inference, load_mnist, preprocess
 
 
 def _canvas(digit_HW):
@@ -42,8 +42,11 @@ def main():
   parser.add_argument("--count", type=int, default=500)
   args = parser.parse_args()
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on items not restored
-  model = inference.load_run(args.workdir)
-  test = load_mnist(args.data_dir)["test"]
+  try:
+    model = inference.load_run(args.workdir)
+    test = load_mnist(args.data_dir)["test"]
+  except (checkpointing.CheckpointError, DataError, ValueError) as e:
+    parser.exit(2, f"predict_agreement.py: error: {e}\n")
   images, labels = test.images[:args.count], test.labels[:args.count]
   predict = jax.jit(inference.probabilities, static_argnums=2)
   own = np.argmax(predict(model.state, images, model.config.num_seeds), axis=-1)

@@ -1,7 +1,11 @@
 """scripts/accuracy_table.py: the Mann-Whitney p-value behind the comparisons in docs/results.md."""
 
+import subprocess
+import sys
+
 import pytest
 
+from conftest import ROOT
 from scripts.accuracy_table import mann_whitney_p
 
 
@@ -25,3 +29,14 @@ def test_normal_approximation_for_large_samples():
   # 40 + 40 values: too many splits to enumerate; separated samples give a tiny p.
   assert mann_whitney_p(list(range(40)), list(range(40, 80))) < 1e-10
   assert mann_whitney_p(list(range(0, 80, 2)), list(range(1, 80, 2))) > 0.5
+
+
+def test_a_missing_or_wrong_file_is_one_line(tmp_path):
+  """The README's third results command before the second has run: one line, exit 2."""
+  (tmp_path / "wrong.json").write_text('{"no": "runs"}')
+  for extra, words in ((["--original", str(tmp_path / "MISSING.json")], "MISSING.json: No such file"),
+                       (["--original", str(tmp_path / "wrong.json")], "is not what train.py")):
+    result = subprocess.run([sys.executable, "-m", "scripts.accuracy_table", "results", *extra],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -226,6 +226,17 @@ def _sgd_start(first_steps, dtype):
   return state, cast(epoch.zero_sums())  # the loop carries the sums: one float type
 
 
+def test_the_epoch_step_donates_the_state_and_the_running_sums(first_steps):
+  """The jitted step train.py runs (EpochFunctions.train_steps) takes over the buffers of the
+  state and sums it is given, so a step never holds two copies of them: the caller's are
+  deleted, the returned ones live."""
+  _, split, keys, fns, order = first_steps
+  state, sums = jax.device_put(_sgd_start(first_steps, np.float32))
+  new_state, new_sums = fns.train_steps(1)(state, sums, split, order, keys.augment)
+  assert all(x.is_deleted() for x in jax.tree.leaves((state.params, state.opt_state, sums)))
+  assert not any(x.is_deleted() for x in jax.tree.leaves((new_state.params, new_sums)))
+
+
 def _train_in_chunks(first_steps, chunks: list[int], dtype):
   """Those first steps, `chunks` steps per device program; SGD (see SEEDS_SCRIPT) so that
   float64 can serve as the yardstick."""
@@ -265,9 +276,9 @@ def test_the_epoch_loop_reports_on_schedule_and_never_queues_too_much(first_step
   for chunk, every, want in ((1, 1000, [1, *range(1 + most, 25, most), 25]),
                             (2, 10, [2, 10, 20, 25])):
     reports = []
-    state, _ = epoch.train_epoch(
+    state, _, done = epoch.train_epoch(
         fns.train_steps, *_sgd_start(first_steps, np.float32), split, order, keys.augment,
         steps_per_epoch=25, steps_per_chunk=chunk,
         report_every_steps=every, report=reports.append)
     assert reports == want
-    assert int(state.step) == 25
+    assert int(state.step) == done == 25

@@ -23,10 +23,16 @@ np.save(sys.argv[3], np.concatenate(logits))
 
 
 def test_the_exported_model_runs_with_jax_alone_and_gives_eval_logits(tmp_path, mnist):
+  """(Over a file already there: refused, and kept as it was, without --force.)"""
   out = tmp_path / "model.jaxexport"
-  result = subprocess.run([sys.executable, str(ROOT / "export.py"), str(ROOT / "results"),
-                           "--out", str(out), "--seed-index", "3"],
-                          capture_output=True, text=True, timeout=600)
+  out.write_bytes(b"someone's file")
+  command = [sys.executable, str(ROOT / "export.py"), str(ROOT / "results"), "--out", str(out),
+             "--seed-index", "3"]
+  refused = subprocess.run(command, capture_output=True, text=True, timeout=600)
+  assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+  assert "exists; pass --force to overwrite it" in refused.stderr
+  assert out.read_bytes() == b"someone's file"
+  result = subprocess.run(command + ["--force"], capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr
   images = mnist["test"].images[:12]
   np.save(tmp_path / "images.npy", images)
