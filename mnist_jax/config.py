@@ -33,15 +33,25 @@ def _positive(record, fields: dict[str, str]) -> list[str]:
           if getattr(record, name) is not None and getattr(record, name) < 1]
 
 
-def _from_dict(cls, saved: dict):
-  """`cls` from a JSON dict, ignoring keys it has no field for: config.json files written
-  before the split hold both halves flat, and both halves read their fields from them."""
-  names = {f.name for f in dataclasses.fields(cls)}
-  return cls(**{k: v for k, v in saved.items() if k in names})
+class _Record:
+  """What both halves do as JSON-serialisable frozen dataclasses."""
+
+  def replace(self, **changes):
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, saved: dict):
+    """A record from a JSON dict, of this version or an earlier one: keys it has no field for
+    are left out (config.json files written before the split hold both halves flat)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in saved.items() if k in names})
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(_Record):
   """The recipe. Its defaults are the original script's."""
   model: str = "tiny"  # "tiny" (TinyNet, 22,334 params) or "net" (Net, 593,200 params)
   batch_size: int = 512  # the original's default; the last partial batch is kept
@@ -137,17 +147,6 @@ class Config:
     """Runs trained together: every setting of the sweep with every seed."""
     return len(self.settings()) * self.num_seeds
 
-  def replace(self, **changes) -> "Config":
-    return dataclasses.replace(self, **changes)
-
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, saved: dict) -> "Config":
-    """The recipe of a saved config.json or checkpoint, of this version or an earlier one."""
-    return _from_dict(cls, saved)
-
   def resume_problem(self, saved: "Config", epochs_done: int) -> str | None:
     """Why a run of this recipe cannot continue a checkpoint of `saved` after `epochs_done`
     epochs (None: it can). Every field must match but `num_epochs`, which may grow: the
@@ -173,7 +172,7 @@ def _shown(field: str, value) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Execution:
+class Execution(_Record):
   """How a run is computed. Nothing here changes the recipe; a resumed run may change any of it."""
   # FORMULATIONS ("auto": "cpu" on the CPU backend, else "standard"), or a formulation
   # object (`cpu_formulation.CpuFormulation` with other sub-choices: the benchmarks' variants)
@@ -205,13 +204,3 @@ class Execution:
     if self.seed_map is not None and self.seed_map not in SEED_MAPS:
       found.append(f"seed_map: unknown {self.seed_map!r}; choose one of {', '.join(SEED_MAPS)}")
     return found
-
-  def replace(self, **changes) -> "Execution":
-    return dataclasses.replace(self, **changes)
-
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, saved: dict) -> "Execution":
-    return _from_dict(cls, saved)
