@@ -70,7 +70,8 @@ def describe(values) -> str:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(  # the docstring's first paragraph, as one line
+      description=" ".join(__doc__.split("\n\n")[0].split()))
   parser.add_argument("workdirs", nargs="+", metavar="RUN_DIR")
   parser.add_argument("--original", help="JSON of benchmarks/original.py --full-run")
   args = parser.parse_args()

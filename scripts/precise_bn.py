@@ -17,7 +17,8 @@ from mnist_jax import (Config, DataError, Execution, checkpointing, epoch, load_
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(  # the docstring's first paragraph, as one line
+      description=" ".join(__doc__.split("\n\n")[0].split()))
   parser.add_argument("workdir")
   parser.add_argument("--data-dir", required=True)
   parser.add_argument("--batches", type=int, help="default: the run's precise_bn_batches")

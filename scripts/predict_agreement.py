@@ -36,7 +36,8 @@ SETS = {
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(  # the docstring's first paragraph, as one line
+      description=" ".join(__doc__.split("\n\n")[0].split()))
   parser.add_argument("workdir")
   parser.add_argument("--data-dir", required=True)
   parser.add_argument("--count", type=int, default=500)

@@ -40,3 +40,12 @@ def test_a_missing_or_wrong_file_is_one_line(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("script", ["accuracy_table", "precise_bn", "predict_agreement"])
+def test_help_describes_the_script_in_whole_sentences(script):
+  result = subprocess.run([sys.executable, "-m", f"scripts.{script}", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  description = " ".join(result.stdout.split("\n\n")[1].split())  # after the usage lines
+  assert description.endswith((".", "?")) and len(description) > 60, description
