@@ -3,9 +3,10 @@
     python predict.py results digit.png photo.jpg          # digit and top-3 probabilities
     python predict.py results *.png --json                  # one JSON object per line
 
-Images as people have them (PNG or JPEG, any size, colour or grey, dark ink on light or
-the reverse) are made into MNIST digits first (mnist_jax.preprocess). Exit status: 0 all
-predicted, 2 bad input (one line on stderr per problem; the other files are still predicted).
+Images as people have them (PNG, JPEG, GIF, BMP, TIFF or WebP, any size, colour or grey, dark
+ink on light or the reverse) are made into MNIST digits first (mnist_jax.preprocess). Exit
+status: 0 all predicted, 2 bad input (one line on stderr per problem; the other files are still
+predicted).
 """
 
 import json

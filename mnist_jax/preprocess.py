@@ -3,8 +3,8 @@
 MNIST's digits were size-normalised to fit a 20x20 box keeping their aspect ratio
 (anti-aliased, hence grey levels), then placed in a 28x28 image so that their centre
 of mass sits at pixel (14, 14), ink as high values on a 0 background (LeCun et al.,
-the MNIST page). `to_mnist` does the same to any picture of one digit: PNG or JPEG,
-any size, RGB/RGBA or grey, dark ink on a light background or the reverse.
+the MNIST page). `to_mnist` does the same to any picture of one digit: PNG, JPEG, GIF, BMP,
+TIFF or WebP, any size, RGB/RGBA or grey, dark ink on a light background or the reverse.
 """
 
 import warnings
@@ -118,4 +118,4 @@ def load_image(source, name: str | None = None) -> np.ndarray:
                           "decompression bomb?); send a smaller picture") from None
   except (OSError, SyntaxError, ValueError, EOFError) as e:  # what PIL raises for what it cannot decode
     raise ImageError(f"{name}: not an image PIL can read ({type(e).__name__}); "
-                     "give a PNG or JPEG") from None
+                     "give a PNG, JPEG, GIF, BMP, TIFF or WebP") from None

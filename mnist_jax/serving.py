@@ -146,7 +146,8 @@ def make_server(model: inference.Model, workdir: str, host: str = "127.0.0.1",
       length = int(declared)
       if not 0 < length <= MAX_UPLOAD_BYTES:
         self._send_json(413 if length else 400,
-                        {"error": f"send one PNG or JPEG of at most {MAX_UPLOAD_BYTES} bytes"})
+                        {"error": f"send one picture (PNG, JPEG, GIF, BMP, TIFF or WebP) of at "
+                                  f"most {MAX_UPLOAD_BYTES} bytes"})
         return
       data = self._read_body(length)
       self.watchdog.cancel()  # the client's part is done; waiting for the model is ours
