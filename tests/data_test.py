@@ -30,25 +30,27 @@ def _write_idx(path, magic, array, gz=True, count=None):
 
 
 def _write_dataset(folder, n_train=12, n_test=5, gz=True, size=28):
+  """Writes random IDX files; returns the folder and what was written: {split: (images, labels)}."""
   rng = np.random.default_rng(0)
   os.makedirs(folder, exist_ok=True)
   suffix = ".gz" if gz else ""
+  written = {}
   for split, n in (("train", n_train), ("test", n_test)):
     images_name, labels_name = data.IDX_FILES[split]
-    _write_idx(os.path.join(folder, images_name + suffix), data.IMAGES_MAGIC,
-               rng.integers(0, 256, (n, size, size)), gz)
-    _write_idx(os.path.join(folder, labels_name + suffix), data.LABELS_MAGIC,
-               rng.integers(0, 10, n), gz)
-  return folder
+    written[split] = rng.integers(0, 256, (n, size, size)), rng.integers(0, 10, n)
+    _write_idx(os.path.join(folder, images_name + suffix), data.IMAGES_MAGIC, written[split][0], gz)
+    _write_idx(os.path.join(folder, labels_name + suffix), data.LABELS_MAGIC, written[split][1], gz)
+  return folder, written
 
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_small_idx_dataset_roundtrips(tmp_path, gz):
-  folder = _write_dataset(str(tmp_path), gz=gz)
+  folder, written = _write_dataset(str(tmp_path), gz=gz)
   loaded = data.load_mnist(folder)
-  assert loaded["train"].images.shape == (12, 28, 28, 1)
-  assert loaded["test"].labels.shape == (5,)
-  assert loaded["train"].labels.dtype == np.int32
+  for split, (images, labels) in written.items():
+    assert loaded[split].images.dtype == np.uint8 and loaded[split].labels.dtype == np.int32
+    np.testing.assert_array_equal(loaded[split].images, images[..., None])  # every pixel
+    np.testing.assert_array_equal(loaded[split].labels, labels)
 
 
 def test_torchvision_layout(tmp_path, mnist_dir):
@@ -120,7 +122,7 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("case", sorted(CORRUPTIONS))
 def test_malformed_files_raise_a_clear_error(tmp_path, case):
   name, corrupt, message = CORRUPTIONS[case]
-  folder = _write_dataset(str(tmp_path))
+  folder, _ = _write_dataset(str(tmp_path))
   corrupt(os.path.join(folder, name))
   with pytest.raises(data.DataError, match=message) as error:
     data.load_mnist(folder)
@@ -130,7 +132,7 @@ def test_malformed_files_raise_a_clear_error(tmp_path, case):
 
 
 def test_unreadable_file(tmp_path):
-  folder = _write_dataset(str(tmp_path))
+  folder, _ = _write_dataset(str(tmp_path))
   path = os.path.join(folder, TRAIN_IMAGES)
   os.remove(path)
   # Root reads any file whatever its mode; /proc/self/mem is unreadable at offset 0 for all.
@@ -140,7 +142,7 @@ def test_unreadable_file(tmp_path):
 
 
 def test_a_directory_in_place_of_a_file_cannot_be_read(tmp_path):
-  folder = _write_dataset(str(tmp_path), gz=False)
+  folder, _ = _write_dataset(str(tmp_path), gz=False)
   path = os.path.join(folder, "train-images-idx3-ubyte")
   os.remove(path)
   os.mkdir(path + ".gz")  # the right name, but not a file

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from conftest import ROOT, assert_trees_equal, restore_run
 from tolerance import EPS32, SAME_ROUNDING_FACTOR
-from mnist_jax import Config, Execution, input_pipeline, train_and_evaluate
+from mnist_jax import Config, Execution, checkpointing, input_pipeline, train_and_evaluate
 
 FOUR_DEVICES = dict(os.environ, PYTHONPATH=str(ROOT),
                     XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -224,12 +225,32 @@ def _finish(procs, timeout_s=300):
   return outs
 
 
+def _wait_for(condition, procs, what, timeout_s=300):
+  """Polls `condition()` while every process of `procs` runs."""
+  deadline = time.monotonic() + timeout_s
+  while not condition():
+    assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, (
+        what, _finish(procs))
+    time.sleep(0.02)
+
+
+def _rewritten(path):
+  """A condition: `path` was written again since now (the trainer rewrites config.json once
+  a run has restored its checkpoint and built its programs, just before its first step)."""
+  before = path.stat().st_mtime_ns
+  return lambda: path.stat().st_mtime_ns != before
+
+
 @pytest.mark.slow
-def test_two_hosts_train_as_one_process_and_resume_after_losing_one(tmp_path, mnist_dir,
-                                                                     two_hosts):
-  """Two hosts train as one process with two devices. Process 1 killed in epoch 2: process
-  0 exits 4 within the heartbeat bound, with one line naming it, keeping epoch 1's
-  checkpoint; both resumed end bit for bit where the uninterrupted run ends."""
+def test_two_hosts_lose_a_process_twice_and_stop_once_then_end_as_one_process(tmp_path,
+                                                                               mnist_dir,
+                                                                               two_hosts):
+  """Two hosts train as one process with two devices, through three faults, each resumed:
+  process 1 killed as epoch 1's checkpoint completes; SIGTERM to process 1 alone at the
+  start of epoch 2 (both stop at the same step, save it, exit 6); process 0, the
+  coordinator, killed in the middle of epoch 2. A lost process's peer exits 4 within the
+  heartbeat bound with one line naming it. The run then ends bit for bit where the
+  uninterrupted run ends."""
   hosts, one = tmp_path / "two_hosts", tmp_path / "one_process"
 
   def start_hosts(*extra):
@@ -240,25 +261,53 @@ def test_two_hosts_train_as_one_process_and_resume_after_losing_one(tmp_path, mn
                     "--process-id", i, *extra], devices=1, prefix=prefix)
             for i, (prefix, _) in enumerate(two_hosts)]
 
+  def lose(procs, victim, epoch_kept):
+    """Kills process `victim`; its peer ends within the heartbeat bound. Process 1 lost: exit
+    4 and one line naming it. Process 0 lost: it ran JAX's coordination service, and JAX
+    ends the peer itself (SIGABRT, "Terminating process because the JAX distributed service
+    detected fatal errors") unless the peer's own collective fails first, which is then
+    reported as for process 1. Either way nothing is written after the kill."""
+    procs[victim].kill()
+    killed_at = time.monotonic()
+    (rc, out, err), = _finish([procs[1 - victim]], timeout_s=HEARTBEAT_TIMEOUT_S + 60)
+    exit_s = time.monotonic() - killed_at
+    assert exit_s < HEARTBEAT_TIMEOUT_S, (rc, exit_s, err[-3000:])
+    if victim == 0 and rc == -signal.SIGABRT:
+      assert "Terminating process because the JAX distributed service detected fatal errors" in err
+      return out
+    assert rc == 4, (rc, err[-3000:])
+    assert re.fullmatch(
+        rf"train\.py: error: lost process {victim} \({re.escape(two_hosts[victim][1])}\) of 2: "
+        rf".*; the last complete checkpoint \(epoch {epoch_kept}\) is kept in "
+        rf"{re.escape(str(hosts))}/checkpoints; start every process again with --resume",
+        err.strip().splitlines()[-1]), err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    return out
+
   procs = start_hosts()
   uninterrupted = _train(["--data-dir", mnist_dir, "--workdir", one, *HOST_RUN], devices=2)
-  deadline = time.monotonic() + 300
-  while not (hosts / "checkpoints" / "1").is_dir():  # orbax renames a checkpoint once complete
-    assert procs[1].poll() is None and time.monotonic() < deadline, _finish(procs)
-    time.sleep(0.05)
-  procs[1].kill()
-  killed_at = time.monotonic()
-  [(rc, out, err), _] = _finish(procs, timeout_s=HEARTBEAT_TIMEOUT_S + 60)
-  exit_s = time.monotonic() - killed_at
-  assert rc == 4 and exit_s < HEARTBEAT_TIMEOUT_S, (rc, exit_s, err[-3000:])
-  address = two_hosts[1][1]
-  assert re.fullmatch(
-      rf"train\.py: error: lost process 1 \({re.escape(address)}\) of 2: .*; the last complete "
-      rf"checkpoint \(epoch 1\) is kept in {re.escape(str(hosts))}/checkpoints; start every "
-      r"process again with --resume", err.strip().splitlines()[-1]), err[-3000:]
-  assert "Traceback" not in err, err[-3000:]
-  assert "epoch   1" in out and "epoch   2" not in out  # killed mid-epoch 2
+  _wait_for((hosts / "checkpoints" / "1").is_dir, procs, "epoch 1's checkpoint")
+  out = lose(procs, victim=1, epoch_kept=1)  # orbax renames a checkpoint once complete
+  assert "epoch   1" in out and "epoch   2" not in out  # killed in epoch 2
   assert len((hosts / "metrics.jsonl").read_text().splitlines()) == 1
+
+  procs = start_hosts("--resume")
+  _wait_for(_rewritten(hosts / "config.json"), procs, "the resumed run's start")
+  procs[1].send_signal(signal.SIGTERM)  # a preempted host: the other is told nothing
+  stopped = _finish(procs)
+  lines = [err.strip().splitlines()[-1] for _, _, err in stopped]
+  assert [rc for rc, _, _ in stopped] == [6, 6] and lines[0] == lines[1].replace(
+      "SIGTERM", "a stop signal"), [err[-3000:] for _, _, err in stopped]
+  done = int(re.fullmatch(
+      rf"train\.py: SIGTERM: stopped after step (\d+) of 16 in epoch 2; a checkpoint of it is "
+      rf"kept in {re.escape(str(hosts))}/checkpoints; run again with --resume to continue "
+      "from it", lines[1]).group(1))
+  assert 0 < done < 16
+
+  procs = start_hosts("--resume")
+  _wait_for(_rewritten(hosts / "config.json"), procs, "the resumed run's start")
+  time.sleep(0.3)  # a few of epoch 2's steps
+  lose(procs, victim=0, epoch_kept=1)
 
   resumed = _finish(start_hosts("--resume"))
   [(rc_one, _, err_one)] = _finish([uninterrupted])
@@ -269,6 +318,7 @@ def test_two_hosts_train_as_one_process_and_resume_after_losing_one(tmp_path, mn
     assert words not in resumed[1][1], resumed[1][1]
   assert sorted(os.listdir(hosts)) == [".lock", "checkpoints", "config.json", "metrics.jsonl",
                                        "model_summary.txt", "training_curves.png"]
+  assert not (hosts / "checkpoints" / checkpointing.INTERRUPTED).exists()  # now past
 
   # Both meshes have two devices, each computing the same 128-example half of every batch
   # with the same program; only the all-reduce differs (gloo between processes, shared
