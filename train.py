@@ -9,9 +9,7 @@ run the same from any folder as `python -m mnist_jax`. Exit status: 0 done, 2 ba
 line on stderr), 3 the loss diverged, 4 a process of a multi-host run was lost.
 """
 
-import sys
-
 from mnist_jax import train_cli
 
 if __name__ == "__main__":
-  sys.exit(train_cli.main())
+  train_cli.run()

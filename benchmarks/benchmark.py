@@ -19,13 +19,15 @@ XLA's and PyTorch's), a practical peak. The header names the CPU and its vector
 extensions: ratios differ between CPUs (docs/performance.md). Prints a table and writes
 JSON (`--out`). Needs torch and torchvision (requirements-benchmark.txt) for the
 original's side; `--skip-original` times mnist-jax alone. `--startup` measures start-up
-instead (train.py and predict.py, twice each in a fresh compilation cache; no torch needed).
+instead (train.py and predict.py, twice each in a fresh compilation cache; no torch needed);
+`--run-time` where whole train.py runs spend their time (phases, time to accuracy).
 `--steps` times one training step (Adam, the first 256 or 512 training images in memory, no
 augmentation) against the steps a user would pick instead (benchmarks/peers.py: PyTorch eager,
 `channels_last` and `torch.compile`; idiomatic Flax), and mnist-jax's own `jax.jit(train_step)`
 after a plain `import mnist_jax` and under JAX's defaults, each in its own process, alternating:
 
     python -m benchmarks.benchmark --data-dir ../shared/data/mnist --startup
+    python -m benchmarks.benchmark --data-dir ../shared/data/mnist --run-time default speedrun
     python -m benchmarks.benchmark --data-dir ../shared/data/mnist --steps --repeats 3
 """
 
@@ -313,6 +315,51 @@ def startup(data_dir: str, scratch: str) -> None:
           f"{'' if result['returncode'] == 0 else ' (failed)'} |")
 
 
+# What `--run-time` times: the default run (the original's recipe, 20 epochs of TinyNet) and
+# the speedrun (mnist_jax/configs/speedrun.py).
+RUN_TIME_COMMANDS = {"default": [], "speedrun": ["--config", "speedrun"]}
+
+
+def run_time(data_dir: str, scratch: str, names: list[str], extra: list[str]) -> None:
+  """Where a run's time goes, as a user meets it: each command from process start to exit,
+  twice in a fresh compilation cache (the first fills it, the second loads from it), with
+  the phases the run reports in its metrics.jsonl. "Outside the epochs" is everything but
+  training and evaluation; time to accuracy (airbench's way) is training plus the last test
+  pass, compilation and start-up apart; per seed, divided by the seeds trained together."""
+  print(f"{common.cpu_description()}; {time.strftime('%Y-%m-%d')}")
+  print("| command | start | process start to exit | phases (sum) | training | evaluation | "
+        "compilation | outside the epochs | time to accuracy (per seed) | test accuracy |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  for name in names:
+    cache = tempfile.mkdtemp(dir=scratch)
+    for attempt in ("first", "second"):
+      workdir = os.path.join(tempfile.mkdtemp(dir=scratch), "run")
+      command = ["train.py", *RUN_TIME_COMMANDS[name], *extra]
+      result = run_process([sys.executable, *command, "--data-dir", data_dir, "--workdir",
+                            workdir, "--no-progress", "--compilation-cache", cache])
+      shown = " ".join(command)
+      if result["returncode"]:
+        print(f"| {shown} | {attempt} | failed: {result['stderr'][-300:]} |")
+        continue
+      with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        last = json.loads(f.read().splitlines()[-1])
+      phases = last["phases_seconds"]
+      seeds = len(last.get("seeds", [0]))
+      to_accuracy = phases["training"] + last["eval_seconds"]
+      outside = phases["total"] - phases["training"] - phases["evaluation"]
+      accuracy = 100 * last["test_accuracy"]
+      if seeds > 1:
+        accuracy_text = (f"{accuracy:.2f}% mean, {100 * last['test_accuracy_min']:.2f}% min "
+                         f"({seeds} seeds)")
+      else:
+        accuracy_text = f"{accuracy:.2f}%"
+      print(f"| {shown} | {attempt} | {result['wall_s']:.1f} s | {phases['total']:.1f} s "
+            f"| {phases['training']:.1f} s | {phases['evaluation']:.1f} s "
+            f"| {phases.get('compilation', 0):.1f} s | {outside:.1f} s "
+            f"| {to_accuracy:.1f} s ({to_accuracy / seeds:.1f} s) | {accuracy_text} |", flush=True)
+      print("  " + " ".join(f"{k} {v:.2f}" for k, v in phases.items()), flush=True)
+
+
 def median_of(runs: list, key: str) -> dict | str:
   """The run with the median `key` (a failure, if any run failed)."""
   failed = [m for m in runs if isinstance(m, str)]
@@ -339,6 +386,12 @@ def main():
                       help="mnist-jax's layers (train.py's flag); default: auto")
   parser.add_argument("--startup", action="store_true",
                       help="measure start-up (train.py, predict.py, compilation cache) alone")
+  parser.add_argument("--run-time", nargs="+", choices=list(RUN_TIME_COMMANDS),
+                      help="time these train.py runs from process start to exit, phases "
+                      "included, without and with the compilation cache")
+  parser.add_argument("--run-flags", nargs=argparse.REMAINDER, default=[],
+                      help="--run-time: more train.py flags (last on the line), e.g. "
+                      "--train-examples 4096 for shorter epochs")
   parser.add_argument("--steps", action="store_true",
                       help="time the training step against its peers (see above) alone")
   parser.add_argument("--step-blocks", type=int, default=5, help="--steps: blocks per run")
@@ -359,8 +412,11 @@ def main():
   sides = ["mnist_jax"] + ([] if args.skip_original else ["original"])
   os.makedirs("benchmarks/out", exist_ok=True)
   scratch = tempfile.mkdtemp(dir="benchmarks/out")
-  if args.startup:
-    startup(args.data_dir, scratch)
+  if args.startup or args.run_time:
+    if args.startup:
+      startup(args.data_dir, scratch)
+    else:
+      run_time(args.data_dir, scratch, args.run_time, args.run_flags)
     shutil.rmtree(scratch)
     return
 

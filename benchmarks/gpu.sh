@@ -18,9 +18,11 @@
 #    eager, channels_last, torch.compile and idiomatic Flax;
 # 5. benchmarks/ab_steps.py --formulations standard cpu: the two formulations' steps
 #    alternating in one process, both models: what `--formulation auto` should pick here.
-# PARTS (default "machine train benchmark steps formulation") runs some of them;
+# 6. benchmarks/benchmark.py --run-time default speedrun: both runs' phases, without and with
+#    the compilation cache, and the speedrun's time to accuracy (issue #36).
+# PARTS (default "machine train benchmark steps formulation runtime") runs some of them;
 # STEP_VARIANTS (default all; names separated by ";") is passed to benchmark.py
-# --step-variants. Each part's output lands in OUT_DIR (eight files at most) as it runs, so a
+# --step-variants. Each part's output lands in OUT_DIR (a file or two per part) as it runs, so a
 # cut-short run keeps what it finished.
 set -u
 data=$1 out=$2
@@ -37,7 +39,7 @@ if ! $python -c "import mnist_jax, jax; jax.devices()" > /dev/null 2>&1; then
       > "$out/flags.txt"
 fi
 
-part() { [[ " ${PARTS:-machine train benchmark steps formulation} " == *" $1 "* ]]; }
+part() { [[ " ${PARTS:-machine train benchmark steps formulation runtime} " == *" $1 "* ]]; }
 
 part machine && {
   date -u
@@ -128,4 +130,6 @@ if part formulation; then
         --formulations standard cpu
   done 2>&1 | tee "$out/formulation.txt"
 fi
+part runtime && $python -m benchmarks.benchmark --data-dir "$data" --run-time default speedrun \
+    2>&1 | tee "$out/runtime.txt"
 rm -rf "$scratch"

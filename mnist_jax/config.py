@@ -21,6 +21,9 @@ MODELS = ("tiny", "net")
 # (written for XLA:CPU: mnist_jax/cpu_formulation.py), "auto" ("cpu" on the CPU backend).
 FORMULATIONS = ("auto", "standard", "cpu")
 SEED_MAPS = ("vmap", "unroll")  # see mnist_jax/run_axis.py
+# The learning rate's schedule (mnist_jax/optim.py): "step", the original's StepLR per epoch;
+# "onecycle", a linear warm-up then a linear decay to zero over the whole run, per step.
+SCHEDULES = ("step", "onecycle")
 # Fields a sweep may vary: they change numbers, not the program's shapes or structure, so
 # the runs of a grid are entries of one run axis (steps.train_step's `hyperparams`).
 SWEEPABLE = ("learning_rate", "step_size", "gamma", "bn_momentum")
@@ -56,9 +59,11 @@ class Config(_Record):
   model: str = "tiny"  # "tiny" (TinyNet, 22,334 params) or "net" (Net, 593,200 params)
   batch_size: int = 512  # the original's default; the last partial batch is kept
   num_epochs: int = 20
-  learning_rate: float = 1e-3  # Adam
+  learning_rate: float = 1e-3  # Adam; "onecycle": the peak
+  schedule: str = "step"  # SCHEDULES
   step_size: int = 15  # StepLR: multiply the rate by gamma every step_size epochs
   gamma: float = 0.1
+  warmup_fraction: float = 0.25  # "onecycle": the share of all steps spent warming up
   bn_momentum: float = 0.1  # BatchNorm running averages: PyTorch's momentum (the new batch's)
   seed: int = 0  # parameters, data order and augmentation all derive from it
   num_seeds: int = 1  # independent runs trained together: seeds seed, seed+1, ...
@@ -99,6 +104,11 @@ class Config(_Record):
       found.append("--precise-bn: Net has no BatchNorm; use it with --model tiny")
     if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
       found.append(f"--lr: must be a positive finite number, got {self.learning_rate}")
+    if self.schedule not in SCHEDULES:
+      found.append(f"--schedule: unknown schedule {self.schedule!r}; choose one of "
+                   f"{', '.join(SCHEDULES)}")
+    if not (0 <= self.warmup_fraction < 1):
+      found.append(f"--warmup-fraction: must lie in [0, 1), got {self.warmup_fraction}")
     if not (0 < self.gamma <= 1):
       found.append(f"--gamma: must lie in (0, 1], got {self.gamma}")
     if not (0 <= self.bn_momentum <= 1):
@@ -116,6 +126,9 @@ class Config(_Record):
         found.append(f"--sweep {name}: {why}; sweepable: {', '.join(SWEEPABLE)}")
       elif name in seen:
         found.append(f"--sweep {name}: given twice; list all its values once")
+      elif name != "bn_momentum" and self.schedule == "onecycle":
+        found.append(f"--sweep {name}: with --schedule onecycle the rate changes every step, "
+                     "the same for all runs; sweep it with --schedule step, or train separate runs")
       elif name == "bn_momentum" and self.model == "net":
         found.append("--sweep bn_momentum: Net has no BatchNorm; use it with --model tiny")
       elif not values:
@@ -150,12 +163,14 @@ class Config(_Record):
   def resume_problem(self, saved: "Config", epochs_done: int) -> str | None:
     """Why a run of this recipe cannot continue a checkpoint of `saved` after `epochs_done`
     epochs (None: it can). Every field must match but `num_epochs`, which may grow: the
-    schedule does not depend on it, so more epochs continue the same run."""
+    StepLR does not depend on it, so more epochs continue the same run (a one-cycle
+    schedule spans the run's epochs: they must match too)."""
     if self.num_epochs < epochs_done:
       return (f"--epochs {self.num_epochs}: the run has done {epochs_done} epochs already; "
               f"give --epochs {epochs_done} or more")
+    free = () if self.schedule == "onecycle" else ("num_epochs",)
     changed = [f.name for f in dataclasses.fields(self)
-               if f.name != "num_epochs" and getattr(saved, f.name) != getattr(self, f.name)]
+               if f.name not in free and getattr(saved, f.name) != getattr(self, f.name)]
     if not changed:
       return None
     details = ", ".join(f"{k}={_shown(k, getattr(saved, k))} (now {_shown(k, getattr(self, k))})"
@@ -187,6 +202,7 @@ class Execution(_Record):
   data_dir: str | None = None  # four IDX files; None: tensorflow-datasets
   mnist_url: str | None = None  # where TFDS downloads the .gz files (a mirror, file://)
   compilation_cache: str | None = None  # a folder or "off"; None: mnist_jax.cli's default
+  profile_dir: str | None = None  # a jax.profiler trace of a few steps (phases.StepTrace)
 
   def __post_init__(self):
     problems = self.problems()

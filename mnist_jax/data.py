@@ -5,7 +5,9 @@
 (Fashion-MNIST, KMNIST): the structure is validated, MNIST's checksums are not.
 """
 
+import contextlib
 import gzip
+import io
 import os
 import socket
 import struct
@@ -129,13 +131,19 @@ def reachable(url: str, timeout_s: float = 10.0) -> bool:
   return bool(result)
 
 
-def load_tfds(data_dir: str | None = None, builder_url: str | None = None
-              ) -> dict[str, Split]:
+def load_tfds(data_dir: str | None = None, builder_url: str | None = None,
+              show_progress: bool = True) -> dict[str, Split]:
   """MNIST through tensorflow-datasets (downloads and prepares on first use).
 
   `builder_url` replaces the MNIST builder's download location (a local folder
-  holding the four `.gz` files works).
+  holding the four `.gz` files works). `show_progress`: TFDS's own progress bars and lines
+  while it downloads and prepares. TensorFlow's C++ information lines (oneDNN's, on every import)
+  are not shown unless TF_CPP_MIN_LOG_LEVEL or TF_ENABLE_ONEDNN_OPTS ask otherwise.
   """
+  # Read when TensorFlow loads. TensorFlow here only decodes MNIST's PNGs (integers): its
+  # oneDNN float kernels are unused, and their announcement on every import is not printed.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   # Both are in requirements.txt; a partial install names what is really missing.
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -146,6 +154,7 @@ def load_tfds(data_dir: str | None = None, builder_url: str | None = None
     raise DataError(f"downloading MNIST needs {package}, which is not installed ({e}); "
                     f"pip install -r requirements.txt, or {TFDS_HINT}") from None
   tf.config.set_visible_devices([], "GPU")  # TF must not take accelerator memory from JAX
+  tfds.display_progress_bar(show_progress)
   builder = tfds.builder("mnist", data_dir=data_dir)
   if builder_url is not None:
     builder.URL = builder_url
@@ -154,7 +163,9 @@ def load_tfds(data_dir: str | None = None, builder_url: str | None = None
       raise DataError(f"MNIST is not in the TFDS cache ({builder.data_dir}) and "
                       f"{builder.URL} cannot be reached; {TFDS_HINT}")
     try:
-      builder.download_and_prepare()
+      # TFDS prints where it downloads to and where it prepared; with its bars, as its own.
+      with contextlib.nullcontext() if show_progress else contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare()
     except Exception as e:  # TFDS raises many types for a failed download
       raise DataError(f"tensorflow-datasets could not prepare MNIST ({type(e).__name__}: "
                       f"{str(e).splitlines()[0] if str(e) else ''}); {TFDS_HINT}") from None
@@ -164,11 +175,13 @@ def load_tfds(data_dir: str | None = None, builder_url: str | None = None
           for name in ("train", "test")}
 
 
-def load_mnist(data_dir: str | None = None, tfds_url: str | None = None) -> dict[str, Split]:
+def load_mnist(data_dir: str | None = None, tfds_url: str | None = None,
+               show_progress: bool = True) -> dict[str, Split]:
   """IDX files from `data_dir`, or MNIST from TFDS when `data_dir` is None (downloaded
-  from `tfds_url` when given: a mirror, or a `file://` folder with the four .gz files)."""
+  from `tfds_url` when given: a mirror, or a `file://` folder with the four .gz files;
+  `show_progress`: TFDS's progress bars)."""
   if data_dir is None:
-    return load_tfds(builder_url=tfds_url)
+    return load_tfds(builder_url=tfds_url, show_progress=show_progress)
   if not os.path.exists(data_dir):
     raise DataError(f"{data_dir}: no such directory; {TFDS_HINT}")
   if not os.path.isdir(data_dir):

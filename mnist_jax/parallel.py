@@ -8,8 +8,11 @@ data), each group of devices training its share of the runs, each run's batch sp
 over its group.
 """
 
+import contextlib
+import os
 import re
 import socket
+import sys
 
 import jax
 import numpy as np
@@ -125,8 +128,25 @@ def process_addresses() -> list[str]:
   except OSError:
     address = socket.gethostname()
   local = np.frombuffer(address.encode()[:_ADDRESS_BYTES].ljust(_ADDRESS_BYTES, b"\0"), np.uint8)
-  gathered = multihost_utils.process_allgather(local)  # (processes, _ADDRESS_BYTES)
+  with _stdout_to_devnull():  # the run's first collective: gloo connects here, and says so
+    gathered = multihost_utils.process_allgather(local)  # (processes, _ADDRESS_BYTES)
   return [bytes(row).rstrip(b"\0").decode() for row in np.asarray(gathered)]
+
+
+@contextlib.contextmanager
+def _stdout_to_devnull():
+  """Gloo's C++ prints "[Gloo] Rank R is connected to N peer ranks..." on the process's
+  standard output as the processes connect; that output is the run's own, so within this
+  context file descriptor 1 goes to /dev/null (Python's own output is flushed first)."""
+  sys.stdout.flush()
+  saved = os.dup(1)
+  try:
+    with open(os.devnull, "w") as null:
+      os.dup2(null.fileno(), 1)
+    yield
+  finally:
+    os.dup2(saved, 1)
+    os.close(saved)
 
 
 def lost_processes(error: BaseException, addresses: list[str]) -> list[int]:

@@ -6,6 +6,7 @@ never leaves a half-written file behind.
 
 import json
 import os
+import threading
 import time
 
 import flax.linen as nn
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from mnist_jax.phases import seconds_since_process_start
 from mnist_jax.run_axis import seed_values
 
 
@@ -165,20 +167,23 @@ def format_epoch(record: dict) -> str:
                  f"{record['images_per_second']:,.0f} img/s")
 
 
-def seconds_since_process_start() -> float | None:
-  """How long this process has run (Linux: from /proc; None elsewhere)."""
-  try:
-    with open("/proc/self/stat") as f:  # field 22: start time, in clock ticks after boot
-      started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
-    with open("/proc/uptime") as f:
-      return float(f.read().split()[0]) - started
-  except (OSError, ValueError, IndexError):
-    return None
-
-
 def progress_bar(total_steps: int, epoch: int, disable: bool = False) -> tqdm.tqdm:
   return tqdm.tqdm(total=total_steps, desc=f"epoch {epoch}", unit="step",
                    leave=False, dynamic_ncols=True, disable=disable)
+
+
+def start_importing_matplotlib() -> None:
+  """Imports matplotlib in a background thread, so that the plots after the last epoch do not
+  wait for it (about 0.5 s on 2 cores): a run calls this as its training starts, while the
+  host mostly waits for the device."""
+  threading.Thread(target=_matplotlib_pyplot, name="import matplotlib", daemon=True).start()
+
+
+def _matplotlib_pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
 
 
 def plot_curves(path: str, history: list[dict]) -> None:
@@ -186,10 +191,7 @@ def plot_curves(path: str, history: list[dict]) -> None:
   seeds: the mean, a min-max band and a thin line per seed; with precise BatchNorm
   statistics, their test curves beside the running statistics'. A sweep: each setting's
   mean and band, in a colour of its own (precise statistics dashed)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
+  plt = _matplotlib_pyplot()
   epochs = [r["epoch"] for r in history]
   if "settings" in history[0]:
     series = [(setting_name(entry["setting"]), [r["settings"][i] for r in history])
@@ -233,7 +235,7 @@ def plot_curves(path: str, history: list[dict]) -> None:
 
 
 def _save(fig, path: str) -> None:
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _matplotlib_pyplot()
   tmp = f"{path}.tmp{os.getpid()}.png"
   try:
     fig.savefig(tmp, dpi=100)
@@ -307,10 +309,7 @@ def plot_sweep(path: str, config, history: list[dict]) -> None:
   """Final test accuracy against each swept value: a point per setting at its seeds' mean,
   a bar over their min-max; settings that share the other swept values joined by a line;
   with precise BatchNorm statistics, those beside the running statistics'."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
+  plt = _matplotlib_pyplot()
   entries = history[-1]["settings"]
   metrics = [m for m in _metric_names(entries[0]) if m.startswith("test_accuracy")]
   names = [name for name, _ in config.sweep]

@@ -13,7 +13,8 @@ from jax.experimental import multihost_utils
 
 from mnist_jax import checkpointing
 from mnist_jax import data as data_lib
-from mnist_jax import models, reporting, run_axis, signals
+from mnist_jax import models, reporting, run_axis, signals, tensorboard
+from mnist_jax.phases import Phases, StepTrace, summary_line
 from mnist_jax import run as run_lib
 from mnist_jax.config import Config, Execution
 from mnist_jax.run import RunError  # pylint: disable=unused-import  # raised here too
@@ -49,7 +50,8 @@ def holds_run(workdir: str) -> bool:
 
 def train_and_evaluate(config: Config, workdir: str, execution: Execution = Execution(),
                        resume: bool = False,
-                       datasets: dict[str, data_lib.Split] | None = None) -> TrainState:
+                       datasets: dict[str, data_lib.Split] | None = None,
+                       phases: Phases | None = None) -> TrainState:
   """Trains and evaluates per the recipe `config`, computed as `execution` says; writes
   metrics, curves and checkpoints to `workdir`.
 
@@ -59,7 +61,21 @@ def train_and_evaluate(config: Config, workdir: str, execution: Execution = Exec
   overwritten. Nothing is written before the data has loaded. `datasets`: MNIST's splits as
   `load_mnist` returns them, when the caller has them already; default: loaded per `execution`.
   SIGTERM and SIGINT stop the run at the next step boundary with a checkpoint of it (Stopped).
+  `phases`: the clock of the process's phases so far (train.py's, from the process's start);
+  default: one from now. The run's phases are reported on the last epoch's line of
+  metrics.jsonl (`phases_seconds`) and, in one line, on the console.
   """
+  if phases is None:
+    phases = Phases("setup", from_process_start=False)
+  phases.listen_to_jax()
+  try:
+    return _train_and_evaluate(config, workdir, execution, resume, datasets, phases)
+  finally:
+    phases.stop_listening()
+
+
+def _train_and_evaluate(config: Config, workdir: str, execution: Execution, resume: bool,
+                        datasets: dict[str, data_lib.Split] | None, phases: Phases) -> TrainState:
   found = holds_run(workdir)
   if jax.process_count() > 1:  # process 0's look, taken before it writes, decides for all:
     # a process that looked later would see the run just started and refuse alone
@@ -72,8 +88,11 @@ def train_and_evaluate(config: Config, workdir: str, execution: Execution = Exec
         f"{workdir}: no checkpoints to resume from; run without --resume to start training")
   mesh = run_lib.make_mesh(config, execution)
   if datasets is None:
-    datasets = data_lib.load_mnist(execution.data_dir, execution.mnist_url)
+    phases.enter("data")
+    datasets = data_lib.load_mnist(execution.data_dir, execution.mnist_url,
+                                   show_progress=execution.show_progress)
   run_lib.check_data(config, datasets)  # before anything is written
+  phases.enter("initialisation")
 
   os.makedirs(workdir, exist_ok=True)
   with _only_run_in(workdir), signals.StopRequests() as stop:
@@ -87,7 +106,12 @@ def train_and_evaluate(config: Config, workdir: str, execution: Execution = Exec
         run, sums, start = _resumed_run(config, execution, datasets, mesh, checkpointer)
       else:
         run, sums, start = run_lib.build_run(config, execution, datasets, mesh), None, 0
-      state = _train(run, workdir, checkpointer, stop, sums, start)
+      trace = StepTrace(execution.profile_dir if jax.process_index() == 0 else None)
+      try:
+        state, history, epochs_trained = _train(run, workdir, checkpointer, stop, phases, trace,
+                                                sums, start)
+      finally:
+        trace.close()
     except jax.errors.JaxRuntimeError as e:
       if jax.process_count() == 1:
         _close_quietly(checkpointer)
@@ -101,7 +125,13 @@ def train_and_evaluate(config: Config, workdir: str, execution: Execution = Exec
     except BaseException:
       _close_quietly(checkpointer)
       raise
+    phases.enter("checkpoints")
     checkpointer.close()  # waits for the last asynchronous save and writes its checksums
+  if jax.process_index() == 0 and epochs_trained:  # this process's phases, on its last epoch
+    report = phases.report()
+    history[-1] = {**history[-1], "phases_seconds": report}
+    reporting.write_metrics(os.path.join(workdir, "metrics.jsonl"), history)
+    print(summary_line(report), flush=True)
   return state
 
 
@@ -174,11 +204,14 @@ def _process_lost_message(error: Exception, checkpointer: checkpointing.Checkpoi
 
 
 def _train(run: run_lib.Run, workdir: str, checkpointer: checkpointing.Checkpointer,
-           stop: signals.StopRequests, sums=None, start: int = 0) -> TrainState:
+           stop: signals.StopRequests, phases: Phases, trace: StepTrace, sums=None,
+           start: int = 0):
   """The epochs from the run's state on (from `start` steps into the first, with their `sums`):
-  train, evaluate, record, checkpoint."""
+  train, evaluate, record, checkpoint. Returns `(state, history, epochs trained)`."""
   config, state, history = run.config, run.state, list(run.history)
+  first_epoch = len(history) + 1
   writes_files = jax.process_index() == 0  # one writer in a multi-host run
+  phases.enter("metrics")
   if writes_files:
     # Only now, with the data loaded and any checkpoint restored, has the run started.
     print(f"run folder: {workdir}", flush=True)
@@ -186,50 +219,68 @@ def _train(run: run_lib.Run, workdir: str, checkpointer: checkpointing.Checkpoin
                          {**config.to_dict(), "execution": run.execution.to_dict()})
     reporting.write_text(os.path.join(workdir, "model_summary.txt"),
                          reporting.model_summary(models.get_model(config.model, "standard")))
-  timer = reporting.EpochTimer(first_epoch=len(history) + 1)
-  for epoch in range(len(history) + 1, config.num_epochs + 1):
-    timer.start(epoch)
-    with reporting.progress_bar(run.steps_per_epoch, epoch, disable=not (
-        run.execution.show_progress and writes_files)) as bar:
-      state, sums, done = run.train_epoch(state, epoch, lambda done: timer.step_done(bar, done),
-                                          sums, start, stop.requested)
-    if done < run.steps_per_epoch:
-      checkpointer.save_interrupted(state, sums, {"history": history, "config": config.to_dict(),
-                                                  "epoch": epoch, "steps_done": done})
-      raise Stopped(f"{stop.signal or 'a stop signal'}: stopped after step {done} of "
-                    f"{run.steps_per_epoch} in epoch {epoch}; a checkpoint of it is kept in "
-                    f"{checkpointer.directory}; run again with --resume to continue from it")
-    train_loss, train_accuracy = run_axis.loss_and_accuracy(sums)
-    sums, start = None, 0
-    timer.trained()
-    if not np.all(np.isfinite(train_loss)):
-      raise TrainingDiverged(_diverged_message(config, train_loss, epoch, checkpointer))
-    metrics = {"train_loss": train_loss, "train_accuracy": train_accuracy}
-    metrics["test_loss"], metrics["test_accuracy"] = run_axis.loss_and_accuracy(
-        run.evaluate(state))
-    precise_stats = None
-    if config.precise_bn:
-      timer.evaluated()
-      precise_stats = run.precise_batch_stats(state, epoch)
-      metrics["test_loss_precise_bn"], metrics["test_accuracy_precise_bn"] = (
-          run_axis.loss_and_accuracy(run.evaluate(state.replace(batch_stats=precise_stats))))
-    history.append(reporting.epoch_record(
-        config, epoch, metrics, run_axis.learning_rates(config, epoch, run.steps_per_epoch),
-        timer.seconds(num_images=config.num_runs * run.num_train)))
-    checkpointer.save(epoch, state, {"history": history, "config": config.to_dict()},
-                      precise_batch_stats=precise_stats)
-    if writes_files:
-      reporting.write_metrics(os.path.join(workdir, "metrics.jsonl"), history)
-      if config.sweep:
-        reporting.write_sweep_csv(os.path.join(workdir, "sweep.csv"), config, history)
-      print(reporting.format_epoch(history[-1]), flush=True)
-
+  timer = reporting.EpochTimer(first_epoch=first_epoch)
   if writes_files:
-    reporting.plot_curves(os.path.join(workdir, "training_curves.png"), history)
-    if config.sweep:
-      reporting.plot_sweep(os.path.join(workdir, "sweep.png"), config, history)
-      print(reporting.sweep_table(config, history), flush=True)
-  return state
+    reporting.start_importing_matplotlib()  # for the curves after the last epoch
+
+  def should_stop() -> bool:  # after every program: every process asks, as its peers do
+    trace.after_chunk()
+    return stop.requested()
+
+  events = tensorboard.EventWriter(workdir, config, history) if writes_files else None
+  try:
+    for epoch in range(first_epoch, config.num_epochs + 1):
+      phases.enter("training")
+      timer.start(epoch)
+      with reporting.progress_bar(run.steps_per_epoch, epoch, disable=not (
+          run.execution.show_progress and writes_files)) as bar:
+        state, sums, done = run.train_epoch(state, epoch, lambda done: timer.step_done(bar, done),
+                                            sums, start, should_stop)
+      if done < run.steps_per_epoch:
+        checkpointer.save_interrupted(state, sums, {"history": history, "config": config.to_dict(),
+                                                    "epoch": epoch, "steps_done": done})
+        raise Stopped(f"{stop.signal or 'a stop signal'}: stopped after step {done} of "
+                      f"{run.steps_per_epoch} in epoch {epoch}; a checkpoint of it is kept in "
+                      f"{checkpointer.directory}; run again with --resume to continue from it")
+      train_loss, train_accuracy = run_axis.loss_and_accuracy(sums)
+      sums, start = None, 0
+      timer.trained()
+      if not np.all(np.isfinite(train_loss)):
+        raise TrainingDiverged(_diverged_message(config, train_loss, epoch, checkpointer))
+      phases.enter("evaluation")
+      metrics = {"train_loss": train_loss, "train_accuracy": train_accuracy}
+      metrics["test_loss"], metrics["test_accuracy"] = run_axis.loss_and_accuracy(
+          run.evaluate(state))
+      precise_stats = None
+      if config.precise_bn:
+        timer.evaluated()
+        precise_stats = run.precise_batch_stats(state, epoch)
+        metrics["test_loss_precise_bn"], metrics["test_accuracy_precise_bn"] = (
+            run_axis.loss_and_accuracy(run.evaluate(state.replace(batch_stats=precise_stats))))
+      history.append(reporting.epoch_record(
+          config, epoch, metrics, run_axis.learning_rates(config, epoch, run.steps_per_epoch),
+          timer.seconds(num_images=config.num_runs * run.num_train)))
+      phases.enter("checkpoints")
+      checkpointer.save(epoch, state, {"history": history, "config": config.to_dict()},
+                        precise_batch_stats=precise_stats)
+      phases.enter("metrics")
+      if writes_files:
+        reporting.write_metrics(os.path.join(workdir, "metrics.jsonl"), history)
+        events.write(history[-1])
+        if config.sweep:
+          reporting.write_sweep_csv(os.path.join(workdir, "sweep.csv"), config, history)
+        print(reporting.format_epoch(history[-1]), flush=True)
+
+    if writes_files:
+      phases.enter("plots")
+      reporting.plot_curves(os.path.join(workdir, "training_curves.png"), history)
+      if config.sweep:
+        reporting.plot_sweep(os.path.join(workdir, "sweep.png"), config, history)
+        print(reporting.sweep_table(config, history), flush=True)
+  finally:
+    if events is not None:
+      events.close()
+  return state, history, config.num_epochs + 1 - first_epoch
 
 
 def _diverged_message(config: Config, train_loss, epoch: int,

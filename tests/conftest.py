@@ -99,3 +99,45 @@ def restore_run(workdir, config, formulation="auto"):
     return checkpointer.restore(template)
   finally:
     checkpointer.close()
+
+
+def assert_events_are_metrics(workdir) -> dict:
+  """The run's TensorBoard event files (RUN/tensorboard/), read back with TensorBoard's own
+  reader, hold exactly metrics.jsonl's values: every tag, every epoch once, float32 as
+  TensorBoard stores them. Returns {run folder: {tag: [(epoch, value)]}}."""
+  import json  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+  root = pathlib.Path(workdir) / "tensorboard"
+  found = {}
+  for folder in sorted({p.parent for p in root.rglob("events.out.tfevents.*")}):
+    events = event_accumulator.EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    found[str(folder.relative_to(root))] = {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+  with open(pathlib.Path(workdir) / "metrics.jsonl") as f:
+    history = [json.loads(line) for line in f]
+  names = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_loss_precise_bn",
+           "test_accuracy_precise_bn")
+  want = {".": {"images_per_second": [], "epoch_seconds": []}}
+
+  def add(folder, tag, epoch, value):
+    want.setdefault(folder, {}).setdefault(tag, []).append((epoch, float(np.float32(value))))
+
+  for r in history:
+    for key in ("images_per_second", "epoch_seconds"):
+      add(".", key, r["epoch"], r[key])
+    entries = ([(",".join(f"{k}={v:g}" for k, v in e["setting"].items()), e)
+                for e in r["settings"]] if "settings" in r else [(".", r)])
+    for folder, entry in entries:
+      add(folder, "learning_rate", r["epoch"], entry["learning_rate"])
+      for name in names:
+        if name in entry:
+          add(folder, name.replace("_", "/", 1), r["epoch"], entry[name])
+          for seed, value in zip(r.get("seeds", ()), entry.get("per_seed", {}).get(name, ())):
+            add(os.path.normpath(os.path.join(folder, f"seed_{seed}")), name.replace("_", "/", 1),
+                r["epoch"], value)
+  got = {folder: {tag: [(step, float(v)) for step, v in values] for tag, values in tags.items()}
+         for folder, tags in found.items()}
+  assert got == want, (sorted(got), sorted(want))
+  return found

@@ -176,15 +176,20 @@ def test_a_partial_install_names_the_missing_package(monkeypatch, module, packag
 
 
 @pytest.mark.slow
-def test_real_tfds_builder_gives_the_same_examples(tmp_path, mnist, mnist_dir):
-  """The real MNIST builder, its download pointed at a local copy of the files."""
+def test_real_tfds_builder_gives_the_same_examples(tmp_path, mnist, mnist_dir, capfd):
+  """The real MNIST builder, its download pointed at a local copy of the files; without
+  progress bars, TFDS and TensorFlow print nothing (no bars, no oneDNN lines)."""
   require("tensorflow_datasets")
   downloads = tmp_path / "downloads"
   downloads.mkdir()
   for name in os.listdir(mnist_dir):
     if name.endswith(".gz"):
       shutil.copy(os.path.join(mnist_dir, name), downloads)
-  tfds_splits = data.load_tfds(str(tmp_path / "tfds"), builder_url=f"{downloads}/")
+  capfd.readouterr()
+  tfds_splits = data.load_tfds(str(tmp_path / "tfds"), builder_url=f"{downloads}/",
+                               show_progress=False)
+  printed = capfd.readouterr()
+  assert printed.out == "" and "%|" not in printed.err and "oneDNN" not in printed.err, printed
   for split in ("train", "test"):
     assert len(tfds_splits[split].labels) == len(mnist[split].labels)
     # TFDS reorders examples: compare the (image, label) pairs as sorted multisets.

@@ -12,7 +12,7 @@ import time
 import jax
 import pytest
 
-from conftest import assert_trees_equal, restore_run
+from conftest import assert_events_are_metrics, assert_trees_equal, restore_run
 from mnist_jax import Config, TinyNet, checkpointing, create_train_state
 from train_cli_test import TRAIN, metrics, run
 
@@ -150,6 +150,7 @@ def test_sigterm_mid_epoch_saves_that_step_and_resume_is_the_uninterrupted_run(t
   assert_trees_equal((a.params, a.batch_stats, a.opt_state, a.step),
                      (b.params, b.batch_stats, b.opt_state, b.step))
   assert metrics(straight) == metrics(stopped)
+  assert_events_are_metrics(stopped)
   assert not (stopped / "checkpoints" / checkpointing.INTERRUPTED).exists()  # now past
 
 

@@ -52,6 +52,36 @@ def test_schedule_equals_torch_step_lr(batch_size, step_size, gamma):
     scheduler.step()
 
 
+@pytest.mark.parametrize("batch_size, num_epochs, warmup_fraction", [(256, 3, 0.25), (7, 2, 0.1)])
+def test_onecycle_warms_up_linearly_then_falls_linearly_to_zero(batch_size, num_epochs,
+                                                               warmup_fraction):
+  """The speedrun's schedule: from a tenth of the peak up to it over the first
+  `warmup_fraction` of all steps, then down to zero at the run's end, a straight line each."""
+  steps_per_epoch = math.ceil(60_000 / batch_size)
+  config = Config(learning_rate=0.04, schedule="onecycle", warmup_fraction=warmup_fraction,
+                  num_epochs=num_epochs)
+  total = num_epochs * steps_per_epoch
+  warmup = round(warmup_fraction * total)
+  steps = np.arange(total + 1)
+  want = np.where(steps < warmup, 0.004 + (0.04 - 0.004) * steps / warmup,
+                  0.04 * (total - steps) / (total - warmup))
+  got = np.asarray(optim.learning_rate_schedule(config, steps_per_epoch)(jnp.asarray(steps)))
+  # float32: the endpoints rounded (u each), then one product and one sum, u each.
+  np.testing.assert_allclose(got, want, rtol=4 * U32, atol=0.04 * 4 * U32)
+  assert np.argmax(got) == warmup and got[-1] == 0  # the peak after the warm-up; zero at the end
+
+
+def test_onecycle_is_not_swept_and_its_epochs_are_part_of_the_recipe():
+  """A one-cycle rate changes every step, the same for all runs: a sweep of the rate is
+  refused; and as its length is the run's, a resume may not change --epochs."""
+  with pytest.raises(ValueError, match="--sweep learning_rate: with --schedule onecycle"):
+    Config(schedule="onecycle", sweep=(("learning_rate", (0.01, 0.02)),))
+  Config(schedule="onecycle", sweep=(("bn_momentum", (0.1, 0.3)),))  # the step takes it
+  config = Config(schedule="onecycle", num_epochs=3)
+  assert "num_epochs=3 (now 4)" in config.replace(num_epochs=4).resume_problem(config, 3)
+  assert Config(num_epochs=4).resume_problem(Config(num_epochs=3), 3) is None  # StepLR may grow
+
+
 def test_optimizer_is_adam_with_pytorch_defaults():
   tx = optim.create_optimizer(Config(learning_rate=0.1, step_size=1, gamma=0.5, num_epochs=3),
                               steps_per_epoch=2)

@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from conftest import ROOT, assert_trees_equal, restore_run
+from conftest import ROOT, assert_events_are_metrics, assert_trees_equal, restore_run
 from tolerance import EPS32, SAME_ROUNDING_FACTOR
 from mnist_jax import Config, Execution, checkpointing, input_pipeline, train_and_evaluate
 
@@ -316,8 +316,10 @@ def test_two_hosts_lose_a_process_twice_and_stop_once_then_end_as_one_process(tm
   assert "epoch   2" in resumed[0][1] and "done" in resumed[0][1]
   for words in ("run folder", "epoch", "done"):  # process 1 reports nothing of its own
     assert words not in resumed[1][1], resumed[1][1]
+  assert not any("[Gloo]" in out for _, out, _ in resumed)  # gloo's connection lines: not ours
   assert sorted(os.listdir(hosts)) == [".lock", "checkpoints", "config.json", "metrics.jsonl",
-                                       "model_summary.txt", "training_curves.png"]
+                                       "model_summary.txt", "tensorboard", "training_curves.png"]
+  assert_events_are_metrics(hosts)  # process 0's, each epoch once through three restarts
   assert not (hosts / "checkpoints" / checkpointing.INTERRUPTED).exists()  # now past
 
   # Both meshes have two devices, each computing the same 128-example half of every batch

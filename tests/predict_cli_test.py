@@ -53,3 +53,15 @@ def test_a_folder_without_a_run_exits_2_and_writes_nothing(tmp_path):
   result = run(tmp_path, tmp_path / "x.png")
   assert result.returncode == 2 and "no checkpoints" in result.stderr
   assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_loading_a_run_says_nothing_it_has_no_reason_to():
+  """`inference.load_run` of a --precise-bn run (results/) as a library user calls it: it
+  restores the precise statistics apart, and orbax's warning that the first restore left
+  them out (twice, through absl) is not shown; nothing else is either."""
+  loaded = subprocess.run(
+      [sys.executable, "-c", "from mnist_jax import inference; "
+       "print(inference.load_run('results').batch_norm_statistics)"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert loaded.returncode == 0 and loaded.stderr == "", loaded.stderr
+  assert loaded.stdout == "precise\n", loaded.stdout

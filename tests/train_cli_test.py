@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_trees_equal, require, restore_run
+from conftest import ROOT, assert_events_are_metrics, assert_trees_equal, require, restore_run
 from mnist_jax import Config, data
+from mnist_jax import phases as phases_lib
 
 TRAIN = [sys.executable, str(ROOT / "train.py")]
 
@@ -22,6 +23,17 @@ TRAIN = [sys.executable, str(ROOT / "train.py")]
 def run(args, cwd=None, timeout=900):
   return subprocess.run(TRAIN + [str(a) for a in args], cwd=cwd, capture_output=True,
                         text=True, timeout=timeout)
+
+
+OUR_LINES = ("run folder: ", "epoch ", "time: ", "done: ")
+
+
+def assert_only_our_lines(result, more=()):
+  """A finished run's console: nothing on stderr, and on stdout only train.py's own lines
+  (no third-party log lines, warnings or progress bars)."""
+  assert result.stderr == "", result.stderr
+  for line in filter(None, result.stdout.splitlines()):  # (blank lines set tables apart)
+    assert line.startswith(OUR_LINES + tuple(more)), line
 
 
 def metrics(workdir):
@@ -50,6 +62,8 @@ def test_two_epochs_of_the_headline_recipe_on_real_mnist(tmp_path, mnist_dir):
   assert config["batch_size"] == 256 and config["learning_rate"] == 0.01
   assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
   assert "epoch   2" in result.stdout
+  assert_only_our_lines(result)
+  assert list(assert_events_are_metrics(workdir)) == ["."]  # TensorBoard's curves: one run
 
 
 @pytest.mark.slow
@@ -72,11 +86,59 @@ def test_two_seeds_end_to_end(tmp_path, mnist_dir):
       assert len(values) == 2 and record[key] == pytest.approx(sum(values) / 2)
   epoch_lines = [l for l in result.stdout.splitlines() if l.startswith("epoch")]
   assert len(epoch_lines) == 2 and all(l.count("±") == 3 for l in epoch_lines), result.stdout
+  assert_only_our_lines(result)
   with Image.open(workdir / "training_curves.png") as png:
     assert png.size[0] > 500
   table = subprocess.run([sys.executable, "-m", "scripts.accuracy_table", workdir], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
   assert "n=2" in table and "precise" in table
+  assert sorted(assert_events_are_metrics(workdir)) == [".", "seed_7", "seed_8"]  # mean, seeds
+
+
+def test_the_speedrun_preset_is_its_docstring_and_reports_where_the_time_went(tmp_path,
+                                                                               mnist_dir):
+  """`--config speedrun` on 512 training images (2 steps an epoch): the recipe its docstring
+  states (rate per epoch included), 8 seeds as one run; the process's phases on the last
+  epoch's line of metrics.jsonl and as the console's summary line, adding up; `--profile`'s
+  trace of the steps."""
+  from mnist_jax.configs import speedrun  # pylint: disable=import-outside-toplevel
+  doc = " ".join(speedrun.__doc__.split())
+  for words in ("22,334 parameters", "Adam", "from 0.004 to 0.04 over the first quarter of the "
+                "steps, then linear to zero", "batch 256", "the original's augmentation",
+                "3 epochs, 8 seeds", "python train.py --config speedrun"):
+    assert words in doc, words
+  workdir = tmp_path / "run"
+  result = run(["--config", "speedrun", "--train-examples", 512, "--test-examples", 500,
+                "--data-dir", mnist_dir, "--workdir", workdir, "--no-progress",
+                "--profile", tmp_path / "profile"])
+  assert result.returncode == 0, result.stderr
+  # --profile: a trace of the training programs after the first, for Perfetto and TensorBoard.
+  [perfetto] = (tmp_path / "profile").glob("plugins/profile/*/perfetto_trace.json.gz")
+  assert list(perfetto.parent.glob("*.xplane.pb"))
+  with gzip.open(perfetto, "rt") as f:
+    events = json.load(f)["traceEvents"]
+  assert any("train" in event.get("name", "") for event in events)
+  config = json.loads((workdir / "config.json").read_text())
+  assert {k: config[k] for k in ("model", "batch_size", "learning_rate", "schedule",
+                                 "warmup_fraction", "num_epochs", "num_seeds", "augment")} == {
+      "model": "tiny", "batch_size": 256, "learning_rate": 0.04, "schedule": "onecycle",
+      "warmup_fraction": 0.25, "num_epochs": 3, "num_seeds": 8, "augment": True}
+  assert "Trainable parameters: 22,334" in (workdir / "model_summary.txt").read_text()
+  with open(workdir / "metrics.jsonl") as f:
+    history = [json.loads(line) for line in f]
+  # 6 steps, 2 of warm-up: each epoch's first step at counts 0, 2 and 4.
+  np.testing.assert_allclose([r["learning_rate"] for r in history], [0.004, 0.04, 0.02],
+                             rtol=1e-6)
+  assert len(history[-1]["per_seed"]["test_accuracy"]) == 8
+  phases = history[-1]["phases_seconds"]
+  assert "phases_seconds" not in history[0]
+  for name in ("start", "data", "imports", "backend", "initialisation", "compilation",
+               "training", "evaluation", "checkpoints", "metrics", "plots"):
+    assert phases[name] >= 0, name
+  assert phases["total"] == pytest.approx(sum(v for k, v in phases.items() if k != "total"),
+                                          abs=0.001 * len(phases))  # each rounded to 1 ms
+  lines = result.stdout.strip().splitlines()
+  assert lines[-2] == phases_lib.summary_line(phases) and lines[-1] == f"done: {workdir}"
 
 
 def test_a_preset_file_of_ones_own_trains_from_another_folder(tmp_path, mnist_dir):
@@ -345,6 +407,7 @@ def test_a_sweep_end_to_end_with_resume_and_a_chosen_setting(tmp_path, mnist_dir
   assert _files(tmp_path) == before
   result = run(common + ["--epochs", 2, "--resume"])
   assert result.returncode == 0, result.stderr
+  assert_only_our_lines(result, more=("Sweep after epoch", "|"))  # and the sweep's table
 
   history = metrics(workdir)
   assert [r["epoch"] for r in history] == [1, 2]
@@ -358,6 +421,15 @@ def test_a_sweep_end_to_end_with_resume_and_a_chosen_setting(tmp_path, mnist_dir
         assert len(values) == 2 and entry[key] == pytest.approx(np.mean(values), rel=1e-12)
   slow, fast = history[-1]["settings"]
   assert slow["train_loss"] != fast["train_loss"]  # two settings, not one twice
+  # TensorBoard: a run per setting and per setting's seed, each epoch once though resumed; the
+  # settings' swept values as HParams, their test metrics as its metrics.
+  runs = assert_events_are_metrics(workdir)
+  assert sorted(runs) == [".", "learning_rate=0.001", "learning_rate=0.001/seed_3",
+                          "learning_rate=0.001/seed_4", "learning_rate=0.01",
+                          "learning_rate=0.01/seed_3", "learning_rate=0.01/seed_4"]
+  assert _hparams(workdir / "tensorboard" / "learning_rate=0.01") == (
+      {"learning_rate": 0.01}, ["test/accuracy", "test/accuracy_precise_bn", "test/loss",
+                                "test/loss_precise_bn"])
   rows = (workdir / "sweep.csv").read_text().splitlines()
   assert rows[0].startswith("epoch,setting,learning_rate,learning_rate_now,train_loss,")
   assert [r.split(",")[:3] for r in rows[1:]] == [["1", "0", "0.001"], ["1", "1", "0.01"],
@@ -390,6 +462,22 @@ def test_a_sweep_end_to_end_with_resume_and_a_chosen_setting(tmp_path, mnist_dir
   assert exported.returncode == 0, exported.stderr
   assert f"setting {1 - best} of 2 (learning_rate={('0.001', '0.01')[1 - best]}), as asked, " \
          "seed index 0" in exported.stdout
+
+
+def _hparams(folder) -> tuple[dict, list[str]]:
+  """A TensorBoard run's HParams session: its values, and the experiment's metric tags."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=import-outside-toplevel
+  events = event_accumulator.EventAccumulator(str(folder))
+  events.Reload()
+  found = {}
+  for content in events.PluginTagToContent("hparams").values():
+    data = plugin_data_pb2.HParamsPluginData.FromString(content)
+    found[data.WhichOneof("data")] = data
+  values = {k: v.number_value for k, v in found["session_start_info"].session_start_info
+            .hparams.items()}
+  metrics = sorted(m.name.tag for m in found["experiment"].experiment.metric_infos)
+  return values, metrics
 
 
 def test_offline_without_data_fails_fast(tmp_path):
@@ -450,3 +538,4 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, mnist_dir):
                      (b.params, b.batch_stats, b.opt_state, b.step))
   assert metrics(straight) == metrics(killed)
   assert len(metrics(killed)) == 3
+  assert_events_are_metrics(killed)  # each epoch once, though killed after epoch 1's checkpoint
