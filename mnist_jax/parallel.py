@@ -102,33 +102,35 @@ def check_run_groups(run_groups: int, num_runs: int, num_devices: int) -> str | 
 
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None,
-                           heartbeat_timeout_s: int | None = None) -> list[str]:
+                           process_id: int | None, heartbeat_timeout_s: int | None = None,
+                           quiet: bool = True) -> list[str]:
   """Joins a multi-host run (jax.distributed); with no arguments reads the usual
   environment (e.g. JAX_COORDINATOR_ADDRESS, or a TPU / SLURM cluster's own).
 
   `heartbeat_timeout_s`: a process whose heartbeats stop for this long is declared dead
   and the others are stopped (JAX's default: 100 s). Returns every process's host address
   by process index, gathered now while all are there: what names a lost one later.
+  `quiet`: without gloo's line on standard output as the processes connect.
   """
   timeouts = {} if heartbeat_timeout_s is None else {"heartbeat_timeout_seconds": heartbeat_timeout_s}
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id, **timeouts)
-  return process_addresses()
+  return process_addresses(quiet)
 
 
 _ADDRESS_BYTES = 64
 
 
-def process_addresses() -> list[str]:
+def process_addresses(quiet: bool = True) -> list[str]:
   """Each process's address as its peers reach it (its host name resolved, which is how
-  gloo's CPU collectives find a peer), by process index."""
+  gloo's CPU collectives find a peer), by process index. This is the run's first
+  collective, where gloo connects and says so on standard output, unless `quiet`."""
   try:
     address = socket.gethostbyname(socket.gethostname())
   except OSError:
     address = socket.gethostname()
   local = np.frombuffer(address.encode()[:_ADDRESS_BYTES].ljust(_ADDRESS_BYTES, b"\0"), np.uint8)
-  with _stdout_to_devnull():  # the run's first collective: gloo connects here, and says so
+  with _stdout_to_devnull() if quiet else contextlib.nullcontext():
     gathered = multihost_utils.process_allgather(local)  # (processes, _ADDRESS_BYTES)
   return [bytes(row).rstrip(b"\0").decode() for row in np.asarray(gathered)]
 

@@ -187,6 +187,11 @@ def _matplotlib_pyplot():
 
 
 def plot_curves(path: str, history: list[dict]) -> None:
+  """`curves_figure` saved as a PNG at `path`."""
+  _save(curves_figure(history), path)
+
+
+def curves_figure(history: list[dict]):
   """The original's four panels: train/test loss and accuracy per epoch. With many
   seeds: the mean, a min-max band and a thin line per seed; with precise BatchNorm
   statistics, their test curves beside the running statistics'. A sweep: each setting's
@@ -201,7 +206,8 @@ def plot_curves(path: str, history: list[dict]) -> None:
   many_seeds = "per_seed" in series[0][1][0]
   panels = [("train_loss", "Training loss"), ("train_accuracy", "Training accuracy (%)"),
             ("test_loss", "Test loss"), ("test_accuracy", "Test accuracy (%)")]
-  fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+  # Constrained layout keeps every title, label and legend inside the figure.
+  fig, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
   for ax, (key, title) in zip(axes.flat, panels):
     scale = 100 if key.endswith("accuracy") else 1
     for s, (setting, entries) in enumerate(series):
@@ -223,15 +229,14 @@ def plot_curves(path: str, history: list[dict]) -> None:
             ax.plot(epochs, [scale * v for v in values], color=color, linewidth=0.5, alpha=0.6)
     if len(series) > 1 or len(curves) > 1:
       ax.legend(fontsize="small")
-    ax.set_title(title + (f", {len(history[0]['seeds'])} seeds (band: min-max)"
-                          if many_seeds else "")
-                 + (", dashed: precise BN statistics" if len(series) > 1 and len(curves) > 1
-                    else ""))
+    details = ", ".join(filter(None, [
+        f"{len(history[0]['seeds'])} seeds (band: min-max)" if many_seeds else "",
+        "dashed: precise BN statistics" if len(series) > 1 and len(curves) > 1 else ""]))
+    ax.set_title(title + (f"\n{details}" if details else ""))  # two lines: a panel's width
     ax.set_xlabel("epoch")
     ax.set_xticks(epochs if len(epochs) <= 20 else epochs[::max(1, len(epochs) // 10)])
     ax.grid(True, alpha=0.3)
-  fig.tight_layout()
-  _save(fig, path)
+  return fig
 
 
 def _save(fig, path: str) -> None:
@@ -306,26 +311,37 @@ def sweep_table(config, history: list[dict]) -> str:
 
 
 def plot_sweep(path: str, config, history: list[dict]) -> None:
-  """Final test accuracy against each swept value: a point per setting at its seeds' mean,
-  a bar over their min-max; settings that share the other swept values joined by a line;
-  with precise BatchNorm statistics, those beside the running statistics'."""
+  """`sweep_figure` saved as a PNG at `path`."""
+  _save(sweep_figure(config, history), path)
+
+
+def sweep_figure(config, history: list[dict]):
+  """Final test accuracy against each swept value that varies: a point per setting at its
+  seeds' mean, a bar over their min-max; settings that share the other swept values joined
+  by a line; with precise BatchNorm statistics, those beside the running statistics'.
+  Legends go below their panel, clear of the data; a field given one value gets no panel of
+  its own (the title names it)."""
   plt = _matplotlib_pyplot()
   entries = history[-1]["settings"]
   metrics = [m for m in _metric_names(entries[0]) if m.startswith("test_accuracy")]
-  names = [name for name, _ in config.sweep]
-  fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+  names = [name for name, values in config.sweep if len(values) > 1] or [config.sweep[0][0]]
+  fixed = {name: values[0] for name, values in config.sweep if name not in names}
+  fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 6.5), squeeze=False,
+                           layout="constrained")
   for ax, name in zip(axes.flat, names):
     others = [n for n in names if n != name]
     groups: dict[tuple, list[dict]] = {}
     for entry in entries:
       groups.setdefault(tuple(entry["setting"][n] for n in others), []).append(entry)
     for g, (key, group) in enumerate(groups.items()):
+      key = tuple(v for n, v in zip(others, key) if n not in fixed)
+      shown_others = [n for n in others if n not in fixed]
       for m, linestyle, marker in zip(metrics, ("-", "--"), ("o", "s")):
         x = [e["setting"][name] for e in group]
         y = [100 * e[m] for e in group]
         statistics = ("precise BN statistics" if m.endswith("precise_bn") else
                       "running BN statistics" if len(metrics) > 1 else "")
-        label = ", ".join(filter(None, [setting_name(dict(zip(others, key))), statistics]))
+        label = ", ".join(filter(None, [setting_name(dict(zip(shown_others, key))), statistics]))
         ax.plot(x, y, linestyle=linestyle, marker=marker, color=f"C{g}", label=label or None)
         if config.num_seeds > 1:
           ax.vlines(x, [100 * e[m + "_min"] for e in group], [100 * e[m + "_max"] for e in group],
@@ -336,9 +352,9 @@ def plot_sweep(path: str, config, history: list[dict]) -> None:
     ax.set_xlabel(name)
     ax.set_ylabel(f"test accuracy after epoch {history[-1]['epoch']} (%)")
     ax.set_title(f"{config.num_seeds} seed(s) per point" + (" (bar: min-max)"
-                                                            if config.num_seeds > 1 else ""))
+                                                            if config.num_seeds > 1 else "")
+                 + (f"\n{setting_name(fixed)} throughout" if fixed else ""))
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize="small")
-  fig.tight_layout()
-  _save(fig, path)
+      ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15))
+  return fig

@@ -101,6 +101,9 @@ def parse_args(argv=None, prog: str | None = None
                       "are the same within float rounding; default: auto")
   parser.add_argument("--no-cuda", action="store_true", help="train on the CPU")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+  parser.add_argument("--verbose", action="store_true",
+                      help="the libraries' own log lines too (orbax's and TFDS's through absl, "
+                      "gloo's as processes connect), which train.py leaves out")
   parser.add_argument("--profile", metavar="DIR",
                       help="write a jax.profiler trace of a few training steps to DIR (open it "
                       "with `tensorboard --logdir DIR` or its perfetto_trace.json.gz at "
@@ -249,7 +252,8 @@ def main(argv=None, prog: str | None = None) -> int:
   if args.distributed or args.coordinator_address:
     try:
       addresses = parallel.initialize_distributed(args.coordinator_address, args.num_processes,
-                                                  args.process_id, args.heartbeat_timeout)
+                                                  args.process_id, args.heartbeat_timeout,
+                                                  quiet=not args.verbose)
     except (ValueError, RuntimeError) as e:  # e.g. --distributed where JAX detects no cluster
       print(f"{prog}: error: cannot join the multi-host run ({str(e).strip().splitlines()[0]}); "
             "on a cluster JAX does not detect, give --coordinator-address, --num-processes and "
@@ -257,8 +261,12 @@ def main(argv=None, prog: str | None = None) -> int:
       return 2
   # Orbax and TFDS log through absl, orbax's abandoned background writes (a full disk) through
   # asyncio; their failures reach the user as one line below.
-  logging.getLogger("absl").setLevel(logging.CRITICAL)
-  logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+  if args.verbose:  # every library's own log lines too, on stderr
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
+    logging.getLogger("absl").setLevel(logging.INFO)  # (absl's own default: warnings)
+  else:
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
   jax.devices()  # the backend starts here, not in the first phase that needs it
 
   if args.workdir is None and jax.process_count() > 1:

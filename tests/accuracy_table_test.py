@@ -42,7 +42,8 @@ def test_a_missing_or_wrong_file_is_one_line(tmp_path):
     assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("script", ["accuracy_table", "precise_bn", "predict_agreement"])
+@pytest.mark.parametrize("script", ["accuracy_table", "precise_bn", "predict_agreement",
+                                    "tensorboard_events"])
 def test_help_describes_the_script_in_whole_sentences(script):
   result = subprocess.run([sys.executable, "-m", f"scripts.{script}", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)

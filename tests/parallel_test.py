@@ -150,7 +150,8 @@ def test_checkpoints_move_between_device_counts(tmp_path, mnist_dir):
   _wait(_start_on_four(mnist_dir, 2, tmp_path / "one", resume=True))
   on_four, progress = _restore(tmp_path / "one", 2)
   assert int(first.step) == 4 and int(on_four.step) == 8 and len(progress["history"]) == 2
-  assert progress["history"][0] == written
+  # (The line on file ends with the process's phases, which the checkpoint cannot hold.)
+  assert progress["history"][0] == {k: v for k, v in written.items() if k != "phases_seconds"}
   assert progress["history"][1]["train_loss"] < written["train_loss"]
 
 
