@@ -220,8 +220,6 @@ def _train(run: run_lib.Run, workdir: str, checkpointer: checkpointing.Checkpoin
     reporting.write_text(os.path.join(workdir, "model_summary.txt"),
                          reporting.model_summary(models.get_model(config.model, "standard")))
   timer = reporting.EpochTimer(first_epoch=first_epoch)
-  if writes_files:
-    reporting.start_importing_matplotlib()  # for the curves after the last epoch
 
   def should_stop() -> bool:  # after every program: every process asks, as its peers do
     trace.after_chunk()
@@ -248,6 +246,8 @@ def _train(run: run_lib.Run, workdir: str, checkpointer: checkpointing.Checkpoin
       if not np.all(np.isfinite(train_loss)):
         raise TrainingDiverged(_diverged_message(config, train_loss, epoch, checkpointer))
       phases.enter("evaluation")
+      if writes_files and epoch == config.num_epochs:  # while the device evaluates, for the
+        reporting.start_importing_matplotlib()  # curves after it (not during compilation)
       metrics = {"train_loss": train_loss, "train_accuracy": train_accuracy}
       metrics["test_loss"], metrics["test_accuracy"] = run_axis.loss_and_accuracy(
           run.evaluate(state))

@@ -95,6 +95,7 @@ def test_two_seeds_end_to_end(tmp_path, mnist_dir):
   assert sorted(assert_events_are_metrics(workdir)) == [".", "seed_7", "seed_8"]  # mean, seeds
 
 
+@pytest.mark.slow
 def test_the_speedrun_preset_is_its_docstring_and_reports_where_the_time_went(tmp_path,
                                                                                mnist_dir):
   """`--config speedrun` is the recipe its docstring states; trained on 512 images (2 steps an
