@@ -8,6 +8,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mnist_jax import augment, input_pipeline, models, parallel, run_axis, steps, train_state
 from mnist_jax.config import Config, Execution
@@ -65,8 +66,9 @@ def abstract_state(config: Config, formulation, sharding, steps_per_epoch: int =
 
 
 def zero_sums(num_runs: int = 1) -> steps.Metrics:
+  """Host zeros (`Run.zero_sums` places them)."""
   shape = () if num_runs == 1 else (num_runs,)
-  return {k: jnp.zeros(shape, jnp.float32) for k in ("loss_sum", "correct", "count")}
+  return {k: np.zeros(shape, np.float32) for k in ("loss_sum", "correct", "count")}
 
 
 def _add(a: steps.Metrics, b: steps.Metrics) -> steps.Metrics:

@@ -37,11 +37,12 @@ def num_batches(num_examples: int, batch_size: int) -> int:
   return -(-num_examples // batch_size)
 
 
-def _padded(indices: jax.Array, num_examples: int, batch_size: int) -> EpochOrder:
+def _padded(indices, num_examples: int, batch_size: int, xp=jnp) -> EpochOrder:
+  """`xp`: jax.numpy inside jit, numpy on the host (where jax.numpy would be programs)."""
   pad = num_batches(num_examples, batch_size) * batch_size - num_examples
   return EpochOrder(
-      jnp.concatenate([indices.astype(jnp.int32), jnp.zeros(pad, jnp.int32)]),
-      jnp.concatenate([jnp.ones(num_examples, jnp.float32), jnp.zeros(pad, jnp.float32)]))
+      xp.concatenate([indices.astype(xp.int32), xp.zeros(pad, xp.int32)]),
+      xp.concatenate([xp.ones(num_examples, xp.float32), xp.zeros(pad, xp.float32)]))
 
 
 def shuffled_order(key: jax.Array, num_examples: int, batch_size: int) -> EpochOrder:
@@ -50,8 +51,8 @@ def shuffled_order(key: jax.Array, num_examples: int, batch_size: int) -> EpochO
 
 
 def sequential_order(num_examples: int, batch_size: int) -> EpochOrder:
-  """Every example once, in order (evaluation)."""
-  return _padded(jnp.arange(num_examples), num_examples, batch_size)
+  """Every example once, in order (evaluation), as host arrays."""
+  return _padded(np.arange(num_examples), num_examples, batch_size, xp=np)
 
 
 def get_batch(split: DeviceSplit, order: EpochOrder, batch_index, batch_size: int):

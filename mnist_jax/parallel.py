@@ -62,11 +62,14 @@ def replicate(tree, mesh: Mesh):
 def place(tree, sharding: NamedSharding):
   """Host values, identical in every process, placed by `sharding` (each device its part)."""
   def put(x):
-    x = jax.numpy.asarray(x)  # JAX's dtype for Python numbers (int32 without x64)
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
       return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    # On the host, in JAX's dtype (int32 for Python ints without x64): `jnp.asarray` would
+    # make a program per shape to copy the array to a device and back.
+    x = np.asarray(x)
+    x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
     # Every process holds the whole array: each takes the parts its devices hold.
-    return jax.make_array_from_process_local_data(sharding, np.asarray(x), x.shape)
+    return jax.make_array_from_process_local_data(sharding, x, x.shape)
   return jax.tree.map(put, tree)
 
 

@@ -11,7 +11,6 @@ import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 
@@ -260,10 +259,12 @@ def count_params(params) -> int:
 
 def model_summary(model: nn.Module) -> str:
   """Per-layer output shapes and parameter counts, from `flax.linen.tabulate`."""
-  images = jnp.zeros((1, 28, 28, 1), jnp.float32)
-  table = nn.tabulate(model, jax.random.key(0), compute_flops=False, depth=1,
+  # Host arrays, shapes only: tabulate traces the model abstractly, so nothing is compiled
+  # (a key made on the device would be a program of its own). The key is PRNGKey(0)'s data.
+  images, key = np.zeros((1, 28, 28, 1), np.float32), np.zeros(2, np.uint32)
+  table = nn.tabulate(model, key, compute_flops=False, depth=1,
                       console_kwargs={"width": 120, "force_terminal": False})(images)
-  variables = jax.eval_shape(model.init, jax.random.key(0), images)  # shapes, no numbers
+  variables = jax.eval_shape(model.init, key, images)  # shapes, no numbers
   return (f"{table}\n"
           f"Trainable parameters: {count_params(variables['params']):,}\n"
           f"BatchNorm running statistics (not trained): "

@@ -115,7 +115,7 @@ def build_run(config: Config, execution: Execution, datasets: dict, mesh: Mesh |
   num_train = len(train_split.labels)
   steps_per_epoch = input_pipeline.num_batches(num_train, config.batch_size)
   runs = parallel.run_sharding(mesh)  # replicated, unless a runs axis splits the runs
-  keys = parallel.place(run_axis.run_keys(config), runs)
+  keys = run_axis.run_keys(config, runs)
   if checkpointer is None:
     state, history = epoch_lib.init_state(config, execution.formulation, keys.init,
                                           steps_per_epoch, runs), []

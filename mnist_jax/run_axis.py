@@ -84,10 +84,13 @@ class RunKeys(NamedTuple):
   augment: jax.Array  # with the step number: that step's augmentation draws
 
 
-def run_keys(config: Config) -> RunKeys:
-  """Every random draw of a run derives from its seed (with a run axis for many runs)."""
-  keys = [RunKeys(*jax.random.split(jax.random.key(s), 3)) for s in run_seeds(config)]
-  return keys[0] if config.num_runs == 1 else stack(keys)
+def run_keys(config: Config, sharding=None) -> RunKeys:
+  """Every random draw of a run derives from its seed (with a run axis for many runs), placed
+  by `sharding`. One program: made op by op, the keys would be four."""
+  def derive():
+    keys = [RunKeys(*jax.random.split(jax.random.key(s), 3)) for s in run_seeds(config)]
+    return keys[0] if config.num_runs == 1 else stack(keys)
+  return jax.jit(derive, out_shardings=sharding)()
 
 
 def loss_and_accuracy(sums) -> tuple[np.ndarray, np.ndarray]:

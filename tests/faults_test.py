@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import jax
+import numpy as np
 import pytest
 
 from conftest import assert_events_are_metrics, assert_trees_equal, restore_run
@@ -90,6 +91,29 @@ def test_when_every_checkpoint_is_damaged_the_error_says_so_and_keeps_them(two_c
   with pytest.raises(checkpointing.CheckpointError, match="no intact checkpoint is left"):
     _restored(copy, template)
   assert sorted(os.listdir(copy)) == ["damaged-1", "damaged-2"]
+
+
+def test_a_checkpoint_holds_the_state_it_was_given_though_the_next_step_takes_its_buffers(
+    tmp_path):
+  """A single-process run's save is written by a worker thread while the next epoch trains,
+  and that epoch's first step donates the state's buffers (deletes the arrays `save` was
+  given): the checkpoint must still be that state, complete with checksums."""
+  new_state = lambda: create_train_state(jax.random.key(0), TinyNet(), Config(), steps_per_epoch=1)
+  step = jax.jit(lambda s: s.replace(params=jax.tree.map(lambda x: x - 1, s.params),
+                                     step=s.step + 1), donate_argnums=0)
+  step(new_state())  # compiled now: below, the donation comes at once
+  state = new_state()
+  given = jax.tree.map(np.array, state)  # copies: a view of a buffer would keep it from donation
+  checkpointer = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
+  checkpointer.save(1, state, {"history": [1]})
+  after = step(state)  # at once, as the training loop does
+  assert jax.tree.leaves(state.params)[0].is_deleted()
+  checkpointer.close()
+  assert checkpointing.checksum_problem(str(tmp_path / "checkpoints" / "1")) is None
+  restored, progress, epoch, notes = _restored(tmp_path / "checkpoints", after)
+  assert (epoch, progress, notes) == (1, {"history": [1]}, [])
+  assert_trees_equal((restored.params, restored.opt_state, restored.step),
+                     (given.params, given.opt_state, given.step))
 
 
 # ---- train.py: a damaged latest checkpoint, a stop signal, a full disk, a divergence ----
