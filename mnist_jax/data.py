@@ -51,13 +51,38 @@ def find_idx_file(data_dir: str, name: str) -> str:
       f"MNIST IDX files: {', '.join(n for pair in IDX_FILES.values() for n in pair)}")
 
 
+def check_data_dir(data_dir: str) -> None:
+  """DataError unless `data_dir` holds the four IDX files (their contents are not read)."""
+  if not os.path.exists(data_dir):
+    raise DataError(f"{data_dir}: no such directory; {TFDS_HINT}")
+  if not os.path.isdir(data_dir):
+    raise DataError(f"{data_dir}: is a file, not a directory; {TFDS_HINT}")
+  for names in IDX_FILES.values():
+    for name in names:
+      find_idx_file(data_dir, name)
+
+
+def _gunzip(raw: bytes) -> bytes:
+  """gzip data, every member, each decompressed in one call that releases the GIL (so that
+  a thread reading the files runs beside the main thread's imports: gzip.open's reads take
+  the GIL back every few kB)."""
+  if raw[:2] != b"\x1f\x8b":
+    raise gzip.BadGzipFile
+  parts = []
+  while raw:
+    member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    parts.append(member.decompress(raw))
+    if not member.eof:
+      raise EOFError
+    raw = member.unused_data
+  return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def read_idx_file(path: str) -> bytes:
   try:
-    if path.endswith(".gz"):
-      with gzip.open(path, "rb") as f:
-        return f.read()
     with open(path, "rb") as f:
-      return f.read()
+      raw = f.read()
+    return _gunzip(raw) if path.endswith(".gz") else raw
   except gzip.BadGzipFile:
     raise DataError(f"{path}: not a gzip file; re-download it or remove the .gz suffix "
                     "if it is an uncompressed IDX file") from None
@@ -182,8 +207,5 @@ def load_mnist(data_dir: str | None = None, tfds_url: str | None = None,
   `show_progress`: TFDS's progress bars)."""
   if data_dir is None:
     return load_tfds(builder_url=tfds_url, show_progress=show_progress)
-  if not os.path.exists(data_dir):
-    raise DataError(f"{data_dir}: no such directory; {TFDS_HINT}")
-  if not os.path.isdir(data_dir):
-    raise DataError(f"{data_dir}: is a file, not a directory; {TFDS_HINT}")
+  check_data_dir(data_dir)
   return {split: load_idx_split(data_dir, split) for split in IDX_FILES}

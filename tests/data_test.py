@@ -29,6 +29,19 @@ def _write_idx(path, magic, array, gz=True, count=None):
     f.write(payload)
 
 
+def test_a_gz_file_reads_as_gzip_reads_it_in_one_member_or_several(tmp_path):
+  """The loader decompresses in one call per member (it runs beside train.py's imports in a
+  thread); what it reads must be what Python's gzip reads, a file of several members (what
+  `cat a.gz b.gz` makes) too."""
+  payload = np.random.default_rng(1).integers(0, 256, 300_000).astype(np.uint8).tobytes()
+  one, several = tmp_path / "one.gz", tmp_path / "several.gz"
+  one.write_bytes(gzip.compress(payload))
+  several.write_bytes(b"".join(gzip.compress(payload[i:i + 100_000])
+                               for i in range(0, len(payload), 100_000)))
+  for path in (one, several):
+    assert data.read_idx_file(str(path)) == gzip.open(path).read() == payload
+
+
 def _write_dataset(folder, n_train=12, n_test=5, gz=True, size=28):
   """Writes random IDX files; returns the folder and what was written: {split: (images, labels)}."""
   rng = np.random.default_rng(0)
